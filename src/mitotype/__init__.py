@@ -1,0 +1,3 @@
+"""mitotype: atypical vs normal mitotic figures under domain shift."""
+
+__version__ = "0.1.0"

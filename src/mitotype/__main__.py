@@ -1,0 +1,5 @@
+import sys
+
+from mitotype.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""Run configuration: plain YAML files mirrored by typed dataclasses.
+
+A YAML file has the sections ``model``, ``augment``, ``train`` (all optional); every key maps to a field
+below. Unknown keys are an error (a typo must not silently fall back to a default). Command-line
+overrides use dotted keys, e.g. ``train.epochs=3 model.encoder=resnet18``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from mitotype.errors import MitotypeError
+
+
+@dataclass
+class TaskConfig:
+    """One auxiliary dense task: on/off and its loss weight."""
+
+    enabled: bool = False
+    weight: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    # Encoder: a timm model name (any CNN with ``features_only``), ``tv_mobilenet_v2`` (torchvision),
+    # or a ViT (see models/encoders.py). ``pretrained``: load ImageNet weights through the library's own
+    # mechanism (hub or its cache); ``weights``: a local file instead.
+    encoder: str = "tv_mobilenet_v2"
+    pretrained: bool = True
+    weights: str | None = None
+    # Physical units travel with the model (WSInfer habit): the crop read from the source is
+    # ``crop_size`` pixels at ``mpp`` microns per pixel, then resized to ``input_size`` for the encoder.
+    crop_size: int = 128
+    input_size: int = 128
+    mpp: float = 0.25
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Classification head: global pooling, then len(head_hidden)+1 fully connected layers with ReLU.
+    head_hidden: tuple[int, ...] = (512, 256)
+    head_dropout: float = 0.3
+    # U-Net-like decoders: one channel width per x2 up-sampling block (3 blocks in the paper).
+    decoder_channels: tuple[int, ...] = (128, 64, 32)
+    segmentation: TaskConfig = field(default_factory=TaskConfig)
+    pixel_classes: TaskConfig = field(default_factory=TaskConfig)
+    localisation: TaskConfig = field(default_factory=TaskConfig)
+    # Background suppression switches (their value is measured, not assumed).
+    mask_pooling: bool = False  # pool features weighted by the predicted figure mask
+    background_swap: TaskConfig = field(default_factory=TaskConfig)  # consistency under swapped background
+    # Fine-tuning mode: full | frozen | lora (ViT encoders), see models/.
+    finetune: str = "full"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = ("qkv", "proj", "fc1", "fc2")
+    drop_path_rate: float = 0.0
+
+    @property
+    def dense_tasks(self) -> list[str]:
+        return [n for n in ("segmentation", "pixel_classes", "localisation") if getattr(self, n).enabled]
+
+
+@dataclass
+class AugmentConfig:
+    flips: bool = True  # horizontal/vertical flips and 90-degree rotations
+    affine_degrees: float = 15.0
+    affine_scale: tuple[float, float] = (0.9, 1.1)
+    affine_translate: float = 0.05
+    stain_sigma: float = 0.05  # per-channel scale jitter in haematoxylin-eosin space
+    stain_bias: float = 0.05  # per-channel shift jitter in haematoxylin-eosin space
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+    blur_prob: float = 0.1
+    stain_normalise: str | None = None  # None | macenko | reinhard
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    encoder_lr_scale: float = 0.3  # pretrained encoder learns slower than the fresh heads
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | onecycle
+    warmup_epochs: float = 0.5
+    class_loss: str = "ce"  # ce | focal
+    focal_gamma: float = 2.0
+    class_weights: str = "balanced"  # balanced | none  (or balanced sampling below)
+    balanced_sampling: bool = False
+    domain_weights: bool = False  # per-domain loss weights (focal loss of the MIDOG25 winner)
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 0  # 0 = off
+    val_fraction: float = 0.15  # slide-grouped validation part when no --val is given
+    seed: int = 0
+    num_workers: int = 0
+    precision: str = "auto"  # auto | 32 | bf16-mixed
+    channels_last: bool = True
+    devices: str = "auto"
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    max_train_batches: int | None = None  # for smoke tests: limit batches per epoch
+    ema_decay: float = 0.0  # 0 = off
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists so that YAML/JSON dumps stay plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise MitotypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise MitotypeError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, bool):  # shorthand: ``segmentation: true``
+            return hint(enabled=value)
+        return _build(hint, value, where)
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise MitotypeError(f"{where}: may not be null")
+    if text.startswith("tuple"):
+        if not isinstance(value, (list, tuple)):
+            raise MitotypeError(f"{where}: expected a list, got {value!r}")
+        inner = float if "float" in text else int if "int" in text else str
+        return tuple(inner(v) for v in value)
+    for typ in (bool, int, float, str):
+        if hint is typ or text.startswith(typ.__name__):
+            if typ is bool and not isinstance(value, bool):
+                raise MitotypeError(f"{where}: expected true/false, got {value!r}")
+            if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if typ is int and isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if typ is str and isinstance(value, str):
+                return value
+            if typ in (int, float) or (typ is str and "None" not in text):
+                raise MitotypeError(f"{where}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any] | None, where: str = "config") -> RunConfig:
+    return _build(RunConfig, data or {}, where)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``['train.epochs=3', 'model.segmentation.enabled=false']`` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise MitotypeError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, raw = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), bool):  # task shorthand then details
+            out[key] = _merge({"enabled": out[key]}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults), apply ``key=value`` overrides, validate types."""
+    data: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise MitotypeError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise MitotypeError(f"{path}: not valid YAML ({exc})") from None
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return config_from_dict(data, where)
