@@ -45,6 +45,9 @@ class ModelConfig:
     head_dropout: float = 0.3
     # U-Net-like decoders: one channel width per x2 up-sampling block (3 blocks in the paper).
     decoder_channels: tuple[int, ...] = (128, 64, 32)
+    # One decoder per dense task (the paper) or one decoder shared by all tasks with a 1x1 head each.
+    shared_decoder: bool = False
+    heatmap_loss: str = "mse"  # mse | focal (penalty-reduced focal loss, CenterNet style)
     segmentation: TaskConfig = field(default_factory=TaskConfig)
     pixel_classes: TaskConfig = field(default_factory=TaskConfig)
     localisation: TaskConfig = field(default_factory=TaskConfig)

@@ -1,0 +1,41 @@
+"""The network: ``create_model(cfg) -> MitoNet`` (encoder + classification head + auxiliary decoders)."""
+
+from __future__ import annotations
+
+import importlib
+
+from mitotype.config import ModelConfig
+from mitotype.errors import MitotypeError
+from mitotype.models.model import MitoNet, Outputs
+
+__all__ = ["FINETUNE_MODES", "MitoNet", "Outputs", "create_model"]
+
+FINETUNE_MODES = ("full", "frozen", "lora")
+
+
+def create_model(cfg: ModelConfig) -> MitoNet:
+    """Build the model that ``cfg`` describes; fine-tuning mode (frozen encoder, LoRA) applied."""
+    from mitotype.models.encoders import create_encoder
+
+    if cfg.finetune not in FINETUNE_MODES:
+        raise MitotypeError(f"model.finetune: {cfg.finetune!r} is not one of {list(FINETUNE_MODES)}")
+    if cfg.mask_pooling and not cfg.segmentation.enabled:
+        raise MitotypeError("model.mask_pooling needs the figure mask: set model.segmentation.enabled=true")
+    if cfg.heatmap_loss not in ("mse", "focal"):
+        raise MitotypeError(f"model.heatmap_loss: {cfg.heatmap_loss!r} is not one of ['mse', 'focal']")
+    model = MitoNet(cfg, create_encoder(cfg))
+    if cfg.finetune != "full":
+        try:
+            finetune = importlib.import_module("mitotype.models.finetune")
+        except ModuleNotFoundError as exc:
+            if exc.name != "mitotype.models.finetune":
+                raise
+            finetune = None
+        if finetune is not None:
+            finetune.apply_finetune(model, cfg)
+        elif cfg.finetune == "frozen":
+            model.freeze_encoder()
+        else:
+            raise MitotypeError(f"model.finetune={cfg.finetune!r} needs mitotype.models.finetune, which is "
+                                "not available in this installation")
+    return model

@@ -1,0 +1,147 @@
+"""Multi-task loss: class loss + weighted dense auxiliary losses (+ background-swap consistency).
+
+total = class + w_seg * (BCE + Dice) + w_pix * (CE + Dice) + w_loc * (MSE | focal) + w_swap * consistency
+
+* class: cross-entropy or focal (``train.class_loss``, ``train.focal_gamma``), with class weights
+  (``class_weights``, e.g. ~(1, 3.5) for 1 atypical to 3.5 normal), label smoothing, and optional per-sample
+  weights ``batch["weight"]`` (per-domain weighting); the mean is normalised by the sum of the weights used.
+* dense terms are computed only where ``batch["valid"]`` is 1 (zero-padding and other ignored pixels are
+  left out) and only when the model returned them (decoders off in eval mode -> no dense term).
+* Dice terms are soft Dice over the whole batch (one ratio per channel), as in segmentation_models_pytorch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mitotype.config import RunConfig
+
+IGNORE = -100
+
+
+def _resize(pred: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if pred.shape[-2:] != like.shape[-2:]:
+        pred = F.interpolate(pred, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return pred.float()
+
+
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - mean over channels of 2|P.T| / (|P| + |T|) on valid pixels. probs/target (N, C, H, W)."""
+    dims = (0, 2, 3)
+    inter = (probs * target * valid).sum(dims)
+    total = (probs * valid).sum(dims) + (target * valid).sum(dims)
+    return 1.0 - ((2 * inter + smooth) / (total + smooth)).mean()
+
+
+def heatmap_focal(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0,
+                  beta: float = 4.0) -> torch.Tensor:
+    """Penalty-reduced pixel focal loss (CenterNet). Positives: pixels within 1% of each map's peak."""
+    peak = target.flatten(1).amax(1).view(-1, 1, 1, 1)
+    pos = ((target >= 0.99 * peak) & (peak > 0)).float() * valid
+    neg = (1 - pos) * valid
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos_loss = -(torch.log(p) * (1 - p) ** alpha * pos).sum()
+    neg_loss = -(torch.log(1 - p) * p ** alpha * (1 - target) ** beta * neg).sum()
+    return (pos_loss + neg_loss) / pos.sum().clamp_min(1.0)
+
+
+class MultiTaskLoss(nn.Module):
+    def __init__(self, run_cfg: RunConfig, class_weights=None):
+        super().__init__()
+        self.model_cfg = run_cfg.model
+        self.train_cfg = run_cfg.train
+        if self.train_cfg.class_loss not in ("ce", "focal"):
+            from mitotype.errors import MitotypeError
+
+            raise MitotypeError(f"train.class_loss: {self.train_cfg.class_loss!r} is not one of ['ce', 'focal']")
+        cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", cw, persistent=False)
+
+    def class_loss(self, logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None):
+        logits = logits.float()
+        ce = F.cross_entropy(logits, label, reduction="none", label_smoothing=self.train_cfg.label_smoothing)
+        if self.train_cfg.class_loss == "focal":
+            pt = torch.softmax(logits, 1).gather(1, label[:, None])[:, 0]
+            ce = (1 - pt).clamp_min(0) ** self.train_cfg.focal_gamma * ce
+        w = torch.ones_like(ce)
+        if self.class_weights is not None:
+            w = w * self.class_weights.to(ce.device)[label]
+        if weight is not None:
+            w = w * weight.to(ce)
+        return (w * ce).sum() / w.sum().clamp_min(1e-8)
+
+    def segmentation_loss(self, logits, mask, valid):
+        logits = _resize(logits, mask)
+        bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+        bce = (bce * valid).sum() / valid.sum().clamp_min(1.0)
+        return bce + soft_dice(torch.sigmoid(logits), mask, valid)
+
+    def pixel_class_loss(self, logits, classes):
+        logits = _resize(logits, classes[:, None])
+        ce = F.cross_entropy(logits, classes, ignore_index=IGNORE)
+        if not (classes != IGNORE).any():  # all ignored: CE is nan
+            ce = logits.sum() * 0.0
+        valid = (classes != IGNORE)[:, None].float()
+        onehot = F.one_hot(classes.clamp_min(0), logits.shape[1]).permute(0, 3, 1, 2).float()
+        return ce + soft_dice(torch.softmax(logits, 1), onehot, valid)
+
+    def heatmap_loss(self, logits, heatmap, valid):
+        logits = _resize(logits, heatmap)
+        if self.model_cfg.heatmap_loss == "focal":
+            return heatmap_focal(logits, heatmap, valid)
+        mse = (torch.sigmoid(logits) - heatmap) ** 2
+        return (mse * valid).sum() / valid.sum().clamp_min(1.0)
+
+    def consistency(self, logits: torch.Tensor, swapped_logits: torch.Tensor) -> torch.Tensor:
+        """Symmetric KL between the class predictions on a patch and on its background-swapped copy."""
+        p, q = F.log_softmax(logits.float(), 1), F.log_softmax(swapped_logits.float(), 1)
+        return 0.5 * (F.kl_div(q, p, log_target=True, reduction="batchmean")
+                      + F.kl_div(p, q, log_target=True, reduction="batchmean"))
+
+    def forward(self, outputs, batch: dict, swapped=None):
+        """``outputs``: the model's Outputs; ``swapped``: Outputs on background-swapped images (optional)."""
+        m = self.model_cfg
+        parts = {"class": self.class_loss(outputs.logits, batch["label"], batch.get("weight"))}
+        total = parts["class"]
+        valid = batch.get("valid")
+        if valid is None:  # no ignored pixels
+            valid = torch.ones_like(batch["image"][:, :1])
+        terms = (
+            ("segmentation", outputs.mask, lambda o: self.segmentation_loss(o, batch["mask"], valid)),
+            ("pixel_classes", outputs.classes, lambda o: self.pixel_class_loss(o, batch["classes"])),
+            ("localisation", outputs.heatmap, lambda o: self.heatmap_loss(o, batch["heatmap"], valid)),
+        )
+        for name, out, fn in terms:
+            task = getattr(m, name)
+            if task.enabled and out is not None:
+                parts[name] = fn(out)
+                total = total + task.weight * parts[name]
+        if m.background_swap.enabled and swapped is not None:
+            parts["background_swap"] = self.consistency(outputs.logits, swapped.logits)
+            total = total + m.background_swap.weight * parts["background_swap"]
+        return total, parts
+
+
+def swap_background(images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image's background (outside its figure mask) replaced by the background of another image in
+    the batch, from another domain where the batch has one. ``masks`` (N, 1, H, W) in {0, 1}.
+
+    Where the donor's own figure lies, the donor pixels are replaced by the receiver's pixels, so no second
+    figure is pasted in. The training code feeds the result to the model and passes those Outputs to
+    ``MultiTaskLoss(..., swapped=...)``.
+    """
+    n = images.shape[0]
+    perm = torch.randperm(n, generator=generator)
+    for i in range(n):  # prefer a donor from another domain (n is a batch: cheap)
+        if domains[perm[i]] == domains[i]:
+            others = (domains != domains[i]).nonzero().flatten()
+            if len(others):
+                perm[i] = others[torch.randint(len(others), (1,), generator=generator)].item()
+    fig = masks.to(images.dtype)
+    donor = images[perm]
+    donor_fig = fig[perm]
+    background = donor * (1 - donor_fig) + images * donor_fig
+    return images * fig + background * (1 - fig)

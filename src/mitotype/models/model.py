@@ -1,0 +1,120 @@
+"""MitoNet: shared encoder + classification head + optional U-Net-like auxiliary decoders.
+
+Dense tasks (each switched on in ``ModelConfig``): ``segmentation`` -> ``mask`` (1 channel, figure logits),
+``pixel_classes`` -> ``classes`` (3 channels: background / normal / atypical), ``localisation`` ->
+``heatmap`` (1 channel, centre logits). The decoders run in training mode only (or when ``dense=True`` is
+asked for overlays), so prediction costs the encoder and the head alone -- except with ``mask_pooling``,
+where the segmentation decoder also runs at inference to weight the pooling.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from mitotype.config import ModelConfig
+from mitotype.models.decoder import DenseHead, UnetDecoder
+from mitotype.models.heads import ClassificationHead
+
+# task name in the config -> (output field, channels)
+TASKS = {"segmentation": ("mask", 1), "pixel_classes": ("classes", 3), "localisation": ("heatmap", 1)}
+
+
+class Outputs(NamedTuple):
+    logits: torch.Tensor
+    mask: torch.Tensor | None = None
+    classes: torch.Tensor | None = None
+    heatmap: torch.Tensor | None = None
+
+
+class MitoNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        self.tasks = cfg.dense_tasks
+        self.encoder = encoder
+        channels = list(encoder.feature_info.channels())
+        self.head = ClassificationHead(channels[-1], cfg.head_hidden, cfg.head_dropout)
+        dec_channels = tuple(cfg.decoder_channels)
+        if cfg.shared_decoder and self.tasks:
+            self.decoders = nn.ModuleDict({"shared": UnetDecoder(channels, dec_channels)})
+        else:
+            self.decoders = nn.ModuleDict({t: UnetDecoder(channels, dec_channels) for t in self.tasks})
+        self.dense_heads = nn.ModuleDict({t: DenseHead(dec_channels[-1], TASKS[t][1]) for t in self.tasks})
+        self.encoder_frozen = False
+
+    # -- forward ------------------------------------------------------------------------------------------
+    def _dense(self, features: list[torch.Tensor], tasks: list[str], size) -> dict[str, torch.Tensor]:
+        out = {}
+        if "shared" in self.decoders:
+            shared = self.decoders["shared"](features)
+            return {t: self.dense_heads[t](shared, size) for t in tasks}
+        for t in tasks:
+            out[t] = self.dense_heads[t](self.decoders[t](features), size)
+        return out
+
+    def forward(self, x: torch.Tensor, dense: bool | None = None) -> Outputs:
+        """``dense=None``: decoders in training mode only; True/False forces them on/off."""
+        features = self.encoder(x)
+        run_dense = self.training if dense is None else dense
+        wanted = list(self.tasks) if run_dense else []
+        if self.cfg.mask_pooling and "segmentation" not in wanted:
+            wanted.append("segmentation")
+        dense_out = self._dense(features, wanted, x.shape[-2:])
+        logits = self.head(features[-1], dense_out.get("segmentation") if self.cfg.mask_pooling else None)
+        fields = {TASKS[t][0]: v for t, v in dense_out.items() if run_dense}
+        return Outputs(logits, **fields)
+
+    @torch.inference_mode()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) P(atypical), in eval mode and without decoders; the previous mode is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.softmax(self(x, dense=False).logits.float(), dim=1)[:, 1]
+        finally:
+            self.train(was_training)
+
+    def cam(self, x: torch.Tensor, target: int = 1) -> torch.Tensor:
+        """Grad-CAM of class ``target`` (default atypical) on the last encoder stage: (N, H, W) in [0, 1].
+
+        Gradients of the target logit with respect to the deepest feature map are averaged per channel and
+        weight that map; ReLU, bilinear up-sampling to the input size, and per-image max-normalisation.
+        Parameter gradients are not touched.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.enable_grad():
+                features = self.encoder(x)
+                deep = features[-1]
+                if not deep.requires_grad:  # frozen encoder
+                    deep = deep.detach().requires_grad_(True)
+                    features = [*features[:-1], deep]
+                mask = self._dense(features, ["segmentation"], x.shape[-2:])["segmentation"] \
+                    if self.cfg.mask_pooling else None
+                logits = self.head(deep, mask)
+                (grad,) = torch.autograd.grad(logits[:, target].sum(), deep)
+            weights = grad.mean(dim=(2, 3), keepdim=True)
+            cam = torch.relu((weights * deep.detach()).sum(dim=1, keepdim=True))
+            cam = nn.functional.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear",
+                                            align_corners=False)[:, 0]
+            return cam / cam.flatten(1).amax(dim=1).clamp_min(1e-8)[:, None, None]
+        finally:
+            self.train(was_training)
+
+    # -- fine-tuning ----------------------------------------------------------------------------------------
+    def freeze_encoder(self) -> None:
+        """No gradients into the encoder and its normalisation statistics fixed (eval mode) from now on."""
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder_frozen = True
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> MitoNet:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self

@@ -1,0 +1,135 @@
+"""One model file (``torch.save`` of a plain dict, read with ``weights_only=True``: no code is unpickled).
+
+Keys: ``format`` ("mitotype-model"), ``format_version``, ``state_dict``, ``config`` (the full RunConfig as a
+dict), ``threshold``, ``class_names``, ``crop_size``, ``input_size``, ``mpp``, ``mean``, ``std``,
+``mitotype_version``, ``provenance`` (versions, commit, time) and ``extra`` (anything the caller adds: data
+spec, validation metrics ...). See docs/MODELS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mitotype.config import RunConfig, config_from_dict
+from mitotype.errors import MitotypeError
+
+FORMAT = "mitotype-model"
+FORMAT_VERSION = 1
+CLASS_NAMES = ("normal", "atypical")
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    config: RunConfig
+    threshold: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+
+def default_model_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "default.pt"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain MitoNet inside DDP / torch.compile / Lightning wrappers."""
+    for attr in ("_orig_mod", "module", "model"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module) and hasattr(inner, "encoder"):
+            return _unwrap(inner)
+    return model
+
+
+def save_model(path: str | Path, model: nn.Module, run_cfg: RunConfig, threshold: float = 0.5,
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write the model file atomically; returns its path."""
+    from mitotype import __version__
+    from mitotype.io import atomic_write, provenance
+
+    m = run_cfg.model
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "state_dict": state,
+        "config": run_cfg.to_dict(),
+        "threshold": float(threshold),
+        "class_names": list(CLASS_NAMES),
+        "crop_size": m.crop_size,
+        "input_size": m.input_size,
+        "mpp": m.mpp,
+        "mean": list(m.mean),
+        "std": list(m.std),
+        "mitotype_version": __version__,
+        "provenance": _plain(provenance()),
+        "extra": _plain(dict(extra or {})),
+    }
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """JSON-plain copy (str subclasses like TorchVersion, numpy scalars) so that weights_only loading works."""
+    import json
+
+    from mitotype.io import _json_default
+
+    return json.loads(json.dumps(value, default=lambda v: str(v) if isinstance(v, str) else _json_default(v)))
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    """The raw dict of a model file, validated as a mitotype model file (no network built)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MitotypeError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle errors, foreign objects: same for users
+        raise MitotypeError(f"{path}: not a readable mitotype model file (corrupt or truncated?): "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MitotypeError(f"{path}: not a mitotype model file (no '{FORMAT}' format tag); a plain PyTorch "
+                            "checkpoint cannot be used as a model: train one with `mitotype train`")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise MitotypeError(f"{path}: model file format {payload['format_version']} is newer than this "
+                            f"mitotype understands ({FORMAT_VERSION}); upgrade mitotype")
+    return payload
+
+
+def load_model(path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network from the stored config (no pretrained download) and load the weights."""
+    from mitotype.models import create_model
+
+    if str(path) == "default":
+        path = default_model_path()
+        if not path.is_file():
+            raise MitotypeError(f"{path}: no default model is shipped in this installation yet; give a model "
+                                "file trained with `mitotype train` (e.g. --model RUN_DIR/model.pt)")
+    path = Path(path)
+    payload = read_payload(path)
+    try:
+        cfg = config_from_dict(payload["config"], where=f"{path} (stored config)")
+        cfg.model.pretrained = False  # the file holds every weight; never fetch ImageNet ones
+        cfg.model.weights = None
+        model = create_model(cfg.model)
+    except KeyError as exc:
+        raise MitotypeError(f"{path}: model file lacks {exc}") from None
+    except MitotypeError as exc:
+        raise MitotypeError(f"{path}: stored config cannot be built: {exc}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:4]]
+        raise MitotypeError(f"{path}: the weights do not fit the architecture its config describes "
+                            f"(encoder {cfg.model.encoder!r}): {' '.join(lines)[:400]}") from None
+    model.to(device).eval()
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "config", "threshold")}
+    return LoadedModel(model=model, config=cfg, threshold=float(payload.get("threshold", 0.5)), meta=meta,
+                       path=str(path))

