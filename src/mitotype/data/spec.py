@@ -31,6 +31,14 @@ def _usage(name: str) -> str:
     return f"{name}:{':'.join(r.args)}{opts} (e.g. {r.example})"
 
 
+def _guess_reader(path: str) -> str:
+    if os.path.isfile(os.path.join(path, "AMI-BR.csv")):
+        return "amibr"
+    if path.lower().endswith((".tif", ".tiff")):
+        return "stack"
+    return "manifest" if os.path.isfile(path) else "folder"
+
+
 def parse_spec(spec: str) -> list[Part]:
     """Split a spec into parts and check every reader name, argument count and option against the registry."""
     from mitotype.data.readers import READERS
@@ -41,9 +49,7 @@ def parse_spec(spec: str) -> list[Part]:
     for text in spec.split("+"):
         name, _, rest = text.strip().partition(":")
         if name not in READERS:
-            hint = ""
-            if os.path.exists(text):
-                hint = f"; it looks like a path: did you mean folder:{text} or manifest:{text}?"
+            hint = f"; it looks like a path: did you mean {_guess_reader(text)}:{text}?" if os.path.exists(text) else ""
             raise MitotypeError(f"data spec {text!r}: unknown reader {name!r}; valid readers: "
                                 f"{', '.join(READERS)}{hint}")
         reader = READERS[name]
