@@ -1,11 +1,79 @@
-"""(not built yet)"""
+"""P(atypical) for mitotic figure crops, folders, MIDOG TIFF stacks or positions on a whole-slide image.
+
+Examples:
+  mitotype predict ../shared/data/midog25-track2-example/input/stack_5.tiff
+  mitotype predict crops/ --out predictions.csv --tta
+  mitotype predict crops/ --model a.pt --model b.pt --out predictions.json     (ensemble: mean probability)
+  mitotype predict --slide slide.svs --coords figures.csv --out figures.geojson  (QuPath import)
+
+One row per figure: source, index (page of a stack, or row of the coordinates CSV), x, y (slide positions,
+level-0 pixels), p_atypical, class (p_atypical against the model's stored threshold). Without --out a table
+is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
 
 
-def add_arguments(parser):
-    pass
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by predict, explain and challenge (same spelling everywhere)."""
+    parser.add_argument("--model", action="append", metavar="M",
+                        help="model file (.pt from `mitotype train`) or 'default' (the model shipped with "
+                             "mitotype; the default). Repeat for an ensemble: probabilities are averaged")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="figures per batch (default 64)")
+    parser.add_argument("--device", default="auto", metavar="D",
+                        help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
 
 
-def run(args):
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="figure crops (PNG/JPEG/TIFF), folders of them (searched recursively) or multi-page "
+                             "TIFF stacks (one figure per page)")
+    add_model_arguments(parser)
+    parser.add_argument("--out", metavar="FILE",
+                        help="write FILE.csv, FILE.json (with models, threshold and provenance) or FILE.geojson "
+                             "(slides only: QuPath point detections) instead of printing a table")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average over the 8 flips and 90-degree rotations")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="torch (default) or onnx (onnxruntime; the model is exported once and cached)")
+    parser.add_argument("--slide", metavar="SLIDE",
+                        help="a whole-slide image (SVS, pyramidal/plain TIFF, NDPI, ...; MRXS etc. with openslide)")
+    parser.add_argument("--coords", metavar="CSV",
+                        help="with --slide: CSV with columns x, y = figure centres in level-0 pixels")
+    parser.add_argument("--slide-mpp", type=positive_float, metavar="UM",
+                        help="with --slide: microns per pixel at level 0, for slides without resolution metadata "
+                             "(overrides the metadata)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
     from mitotype.errors import MitotypeError
+    from mitotype.predict.run import check_output, predict, table_text, write_output
 
-    raise MitotypeError("this command is not built yet")
+    if args.batch_size < 1:
+        raise MitotypeError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.slide_mpp is not None and args.slide is None:
+        raise MitotypeError("--slide-mpp needs --slide")
+    if args.out:
+        check_output(args.out, args.slide is not None)
+    rows, info = predict(args.inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
+                         device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
+                         slide_mpp=args.slide_mpp, progress=False if args.quiet else None)
+    if args.out:
+        write_output(args.out, rows, info)
+        n_atyp = sum(r["class"] == "atypical" for r in rows)
+        print(f"{len(rows)} figures ({n_atyp} atypical) -> {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(table_text(rows, info["threshold"]))
+    return 0

@@ -1,0 +1,230 @@
+"""``mitotype predict``: P(atypical) for figure crops, folders, TIFF stacks or slide positions.
+
+Inputs become one list of figures (a crop file, a page of a stack, or a position on a slide), their crops
+are read at the model's crop size, and ``models.inference.predict_proba`` gives P(atypical) (mean over
+ensemble members and TTA views). One output row per figure::
+
+    source, index, x, y, p_atypical, class
+
+``index`` is the page of a stack (0 for a single crop) or the row of the coordinates CSV; ``x``/``y`` are
+level-0 pixels for slide positions and empty otherwise. ``class`` compares ``p_atypical`` with the model's
+stored threshold (the mean of the members' thresholds for an ensemble).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mitotype.data.figure import LABELS, Figure
+from mitotype.errors import MitotypeError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+FIELDS = ("source", "index", "x", "y", "p_atypical", "class")
+FORMATS = (".csv", ".json", ".geojson")
+# An input this many times larger than the crop is a slide or a field of view, not a figure crop:
+# centre-cropping it would classify an arbitrary spot, so it is refused with a hint.
+MAX_CROP_FACTOR = 4
+
+
+def _image_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.name.startswith("."))
+        if not files:
+            raise MitotypeError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    if not path.is_file():
+        raise MitotypeError(f"{path}: no such file or folder")
+    return [path]
+
+
+def _pages(path: Path) -> list[tuple[int, int]]:
+    """(height, width) of every page of an image file, from its header only."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return [tuple(p.shape[:2]) if p.shape[-1] in (1, 3, 4) or len(p.shape) == 2
+                        else tuple(p.shape[-2:]) for p in tif.pages]
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return [(im.height, im.width)]
+    except Exception as exc:  # Pillow/tifffile raise many types for non-images
+        raise MitotypeError(f"{path}: cannot read as an image ({type(exc).__name__}: {exc})") from None
+
+
+def collect_figures(inputs: Sequence[str | Path], crop_size: int) -> list[Figure]:
+    """Image files, folders (recursive) and multi-page TIFF stacks -> one Figure per crop or page."""
+    if not inputs:
+        raise MitotypeError("no input given: name image files, folders or TIFF stacks (or --slide/--coords)")
+    figures = []
+    for item in inputs:
+        for path in _image_files(Path(item)):
+            pages = _pages(path)
+            if not pages:
+                raise MitotypeError(f"{path}: TIFF file has no pages")
+            for page, (h, w) in enumerate(pages):
+                if max(h, w) > MAX_CROP_FACTOR * crop_size:
+                    raise MitotypeError(
+                        f"{path}: image is {w}x{h} pixels, far larger than a figure crop ({crop_size}x{crop_size}); "
+                        "for a whole-slide image give the figure positions: --slide SLIDE --coords CSV"
+                    )
+                if len(pages) > 1 and (h, w) != pages[0]:
+                    raise MitotypeError(
+                        f"{path}: pages of different sizes ({pages[0][1]}x{pages[0][0]} and {w}x{h}): a pyramidal "
+                        "slide, not a stack of crops; use --slide SLIDE --coords CSV"
+                    )
+                figures.append(Figure(path=str(path), label=None, domain="", group=str(path),
+                                      page=page if len(pages) > 1 else None, source="predict"))
+    return figures
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed to torch as is."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MitotypeError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, mps, auto)") from None
+    return device
+
+
+def load_models(model_paths: Sequence[str], device: str) -> list[Any]:
+    from mitotype.models.modelfile import load_model
+
+    if not model_paths:
+        raise MitotypeError("no model given")
+    return [load_model(m, device=device) for m in model_paths]
+
+
+def ensemble_threshold(models: Sequence[Any]) -> float:
+    return float(np.mean([m.threshold for m in models]))
+
+
+def make_rows(sources: Sequence[str], indices: Sequence[int], probs: np.ndarray, threshold: float,
+              coords: np.ndarray | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for i, (source, index, p) in enumerate(zip(sources, indices, probs)):
+        x, y = (None, None) if coords is None else (float(coords[i, 0]), float(coords[i, 1]))
+        rows.append({"source": source, "index": int(index), "x": x, "y": y, "p_atypical": float(p),
+                     "class": LABELS[int(p >= threshold)]})
+    return rows
+
+
+def predict(
+    inputs: Sequence[str | Path] = (),
+    model_paths: Sequence[str] = ("default",),
+    tta: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+    backend: str = "torch",
+    slide: str | Path | None = None,
+    coords: str | Path | None = None,
+    slide_mpp: float | None = None,
+    progress: bool | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Predict every figure; returns (rows, info) where info names the models, threshold and settings."""
+    from mitotype.data.images import load_images
+    from mitotype.models.inference import predict_proba
+
+    if (slide is None) != (coords is None):
+        raise MitotypeError("--slide and --coords go together: the slide and the CSV of figure positions")
+    if slide is not None and inputs:
+        raise MitotypeError("give either INPUT files/folders or --slide with --coords, not both")
+    device = resolve_device(device)
+    models = load_models(model_paths, device)
+    crop_size = max(m.config.model.crop_size for m in models)
+    if slide is not None:
+        from mitotype.predict.slide import read_coords, read_slide_crops
+
+        mpps = {m.config.model.mpp for m in models}
+        if len(mpps) > 1:
+            raise MitotypeError(f"ensemble members were trained at different resolutions {sorted(mpps)} µm/px; "
+                                "a slide is read at one resolution")
+        xy = read_coords(coords)
+        show = len(xy) >= 64 if progress is None else progress
+        images = read_slide_crops(slide, xy, crop_size, mpps.pop(), slide_mpp, progress=show)
+        sources, indices = [str(slide)] * len(xy), list(range(len(xy)))
+    else:
+        xy = None
+        figures = collect_figures(inputs, crop_size)
+        show = len(figures) >= 64 if progress is None else progress
+        images = load_images(figures, size=crop_size, policy="center-crop", progress=show)
+        sources, indices = [f.path for f in figures], [f.page or 0 for f in figures]
+    probs = predict_proba(models, images, batch_size=batch_size, tta=tta, device=device, progress=show,
+                          backend=backend)
+    threshold = ensemble_threshold(models)
+    info = {"models": [str(m) for m in model_paths], "thresholds": [float(m.threshold) for m in models],
+            "threshold": threshold, "tta": tta, "backend": backend, "crop_size": crop_size,
+            "mpp": models[0].config.model.mpp, "slide": str(slide) if slide else None,
+            "slide_mpp": slide_mpp}
+    return make_rows(sources, indices, probs, threshold, xy), info
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if not value.is_integer() or abs(value) < 1 else f"{value:g}"
+    return str(value)
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in FIELDS})
+    return buffer.getvalue()
+
+
+def table_text(rows: Sequence[dict[str, Any]], threshold: float) -> str:
+    """A readable table for the terminal, with a one-line summary."""
+    shown = [[_fmt(r[k]) for k in FIELDS] for r in rows]
+    widths = [max([len(k)] + [len(s[i]) for s in shown]) for i, k in enumerate(FIELDS)]
+    right = {1, 2, 3, 4}
+    lines = ["  ".join(k.rjust(w) if i in right else k.ljust(w) for i, (k, w) in enumerate(zip(FIELDS, widths)))]
+    for s in shown:
+        lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(s, widths))))
+    n_atyp = sum(r["class"] == "atypical" for r in rows)
+    lines.append(f"{len(rows)} figures: {n_atyp} atypical, {len(rows) - n_atyp} normal "
+                 f"(threshold {threshold:.3f} on p_atypical)")
+    return "\n".join(lines) + "\n"
+
+
+def check_output(path: str | Path, slide: bool) -> None:
+    """Refuse an unusable output path before any work is done."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise MitotypeError(f"{path}: unknown output format {suffix or '(none)'}; use one of {', '.join(FORMATS)}")
+    if suffix == ".geojson" and not slide:
+        raise MitotypeError(f"{path}: GeoJSON needs figure positions on a slide (--slide SLIDE --coords CSV)")
+
+
+def write_output(path: str | Path, rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> None:
+    """CSV, JSON (rows + models + provenance) or GeoJSON (slides only) by the suffix, atomically."""
+    from mitotype.io import provenance, write_json, write_text
+
+    check_output(path, bool(info.get("slide")))
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        write_text(path, csv_text(rows))
+    elif suffix == ".json":
+        write_json(path, {"predictions": list(rows), **info, "provenance": provenance()})
+    else:
+        from mitotype.predict.geojson import write_geojson
+
+        write_geojson(path, rows, info["slide"])

@@ -1,0 +1,72 @@
+"""A small real model file, built once per test session (no training, no downloads).
+
+A randomly initialised MobileNetV2 with every dense head gives nearly the same output for every input
+(its activations shrink layer by layer under default batch-norm statistics), which would make
+agreement tests trivially true. So the batch-norm statistics are recomputed on real AMi-Br crops and the
+threshold is set to the median P(atypical) of those crops: the model then separates inputs and calls
+some figures atypical and some normal -- enough to test the plumbing, not a useful classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+AMIBR_SAMPLE = 48  # crops for the batch-norm statistics and the threshold
+
+
+def amibr_pngs(amibr_root: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` AMi-Br crops, both classes, fixed choice."""
+    files = sorted((amibr_root / "patches" / "atypical").glob("*.png"))[: n // 2]
+    files += sorted((amibr_root / "patches" / "normal").glob("*.png"))[: n - len(files)]
+    rng = np.random.default_rng(seed)
+    return [files[i] for i in rng.permutation(len(files))]
+
+
+def normalise(images: np.ndarray, mean, std):
+    import torch
+
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, amibr_root) -> Path:
+    import torch
+    from PIL import Image
+
+    from mitotype.config import RunConfig
+    from mitotype.models import create_model
+    from mitotype.models.modelfile import save_model
+
+    torch.manual_seed(0)
+    cfg = RunConfig()
+    cfg.model.encoder = "tv_mobilenet_v2"
+    cfg.model.pretrained = False
+    for task in (cfg.model.segmentation, cfg.model.pixel_classes, cfg.model.localisation):
+        task.enabled = True
+    model = create_model(cfg.model)
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in amibr_pngs(amibr_root, AMIBR_SAMPLE)])
+    x = normalise(images, cfg.model.mean, cfg.model.std)
+    for module in model.modules():  # cumulative averages over the whole sample
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in x.split(16):
+            model(batch, dense=False)
+    model.eval()
+    probs = model.predict_proba(x).numpy()
+    path = tmp_path_factory.mktemp("model") / "small.pt"
+    save_model(path, model, cfg, threshold=float(np.median(probs)), extra={"purpose": "tests/predict"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_loaded(small_model):
+    from mitotype.models.modelfile import load_model
+
+    return load_model(small_model)
