@@ -34,7 +34,7 @@ def _where(path: str | Path, page: int | None) -> str:
 def to_rgb8(array: np.ndarray, where: str = "") -> np.ndarray:
     """Convert a decoded image array to (H, W, 3) uint8 with the conversions listed in the module doc."""
     a = np.asarray(array)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 2, 3, 4):
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and min(a.shape[1:]) > 4:
         a = np.moveaxis(a, 0, -1)  # channels-first TIFF page
     if a.ndim == 2:
         a = a[..., None]
