@@ -53,6 +53,10 @@ def save_model(path: str | Path, model: nn.Module, run_cfg: RunConfig, threshold
 
     m = run_cfg.model
     state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    # Foundation-model addition (models/finetune.py): frozen hub weights are left out, fetched again on load.
+    from mitotype.models.finetune import split_state
+
+    state, base_weights = split_state(_unwrap(model), m, state)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -69,6 +73,8 @@ def save_model(path: str | Path, model: nn.Module, run_cfg: RunConfig, threshold
         "provenance": _plain(provenance()),
         "extra": _plain(dict(extra or {})),
     }
+    if base_weights is not None:
+        payload["base_weights"] = _plain(base_weights)
     path = Path(path)
     with atomic_write(path, "wb") as handle:
         torch.save(payload, handle)
@@ -116,7 +122,8 @@ def load_model(path: str | Path = "default", device: str | torch.device = "cpu")
     payload = read_payload(path)
     try:
         cfg = config_from_dict(payload["config"], where=f"{path} (stored config)")
-        cfg.model.pretrained = False  # the file holds every weight; never fetch ImageNet ones
+        # The file holds every weight (never fetch ImageNet ones) -- unless it names hub base weights.
+        cfg.model.pretrained = bool(payload.get("base_weights"))
         cfg.model.weights = None
         model = create_model(cfg.model)
     except KeyError as exc:
@@ -124,7 +131,12 @@ def load_model(path: str | Path = "default", device: str | torch.device = "cpu")
     except MitotypeError as exc:
         raise MitotypeError(f"{path}: stored config cannot be built: {exc}") from None
     try:
-        model.load_state_dict(payload["state_dict"])
+        if payload.get("base_weights"):  # foundation-model addition: fine-tuned part on top of hub weights
+            from mitotype.models.finetune import restore_state
+
+            restore_state(model, payload["state_dict"], payload["base_weights"], str(path))
+        else:
+            model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
         lines = [ln.strip() for ln in str(exc).splitlines()[1:4]]
         raise MitotypeError(f"{path}: the weights do not fit the architecture its config describes "
