@@ -15,6 +15,7 @@ from PIL import Image
 from mitotype.data import readers
 from mitotype.data.readers import (amibr_scanner, read_amibr, read_folder, read_manifest, read_midog25,
                                    read_stack)
+from mitotype.data.spec import load_figures
 from mitotype.errors import MitotypeError
 
 # --- AMi-Br -------------------------------------------------------------------------------------------
@@ -181,6 +182,10 @@ def test_midog25_duplicates_amibr_midog21_part(midog25_csv, amibr, tmp_path):
     labels = {f.key: f.label for f in amibr}
     assert all(labels[f.key] == f.label for f in midog if f.key in shared)
     assert {f.meta["tumor"] for f in midog if f.key in shared} == {"human breast cancer"}
+    # the spec's '+' keeps each shared figure once, from the part named first
+    merged = load_figures(f"amibr:{amibr[0].path.rsplit('/patches/', 1)[0]}+midog25:{midog25_csv}:{tmp_path / 'img'}")
+    assert len(merged) == 3720 + 11937 - 1721
+    assert Counter(f.source for f in merged) == {"amibr": 3720, "midog25": 11937 - 1721}
 
 
 # --- folder -----------------------------------------------------------------------------------------------
