@@ -141,7 +141,8 @@ def cached_export(loaded: Any, opset: int = DEFAULT_OPSET) -> Path:
 
 
 class OnnxClassifier:
-    """An onnxruntime session for one model: ``__call__(batch float32 NCHW) -> P(atypical) (N,)``."""
+    """An onnxruntime session for one model: ``__call__(batch float32 NCHW) -> P(atypical) (N,)``,
+    ``logits(batch) -> (N, 2)``."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         import onnxruntime as ort
@@ -157,11 +158,29 @@ class OnnxClassifier:
             raise MitotypeError(f"{path}: onnxruntime cannot load it: {exc}") from None
         self.path = Path(path)
 
+    def _run(self, name: str, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([name], {"image": np.ascontiguousarray(batch, dtype=np.float32)})
+        return out
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        (probs,) = self.session.run(["p_atypical"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})
-        return probs
+        return self._run("p_atypical", batch)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._run("logits", batch)
 
 
 def onnx_classifier(loaded: Any, device: str = "cpu", opset: int = DEFAULT_OPSET) -> OnnxClassifier:
     """Export (once, cached) and open ``loaded`` for onnxruntime."""
     return OnnxClassifier(cached_export(loaded, opset), device)
+
+
+def make_runner(loaded: Any, device: str = "cpu") -> Any:
+    """The hook of ``models.inference``: a callable float32 (N, 3, S, S) tensor -> (N, 2) logits tensor."""
+    import torch
+
+    classifier = onnx_classifier(loaded, device)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(classifier.logits(x.detach().cpu().float().numpy()))
+
+    return run

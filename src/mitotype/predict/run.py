@@ -109,6 +109,42 @@ def load_models(model_paths: Sequence[str], device: str) -> list[Any]:
     return [load_model(m, device=device) for m in model_paths]
 
 
+def check_sources(inputs: Sequence[str | Path], slide: Any, coords: Any) -> None:
+    """Crops or a slide with positions, not both, not neither (checked before any model is loaded)."""
+    if (slide is None) != (coords is None):
+        raise MitotypeError("--slide and --coords go together: the slide and the CSV of figure positions")
+    if slide is not None and inputs:
+        raise MitotypeError("give either INPUT files/folders or --slide with --coords, not both")
+    if slide is None and not inputs:
+        raise MitotypeError("no input given: name image files, folders or TIFF stacks (or --slide/--coords)")
+
+
+def gather_images(
+    inputs: Sequence[str | Path],
+    crop_size: int,
+    mpp: float,
+    slide: str | Path | None = None,
+    coords: str | Path | None = None,
+    slide_mpp: float | None = None,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, list[str], list[int], np.ndarray | None]:
+    """Crops (N, crop, crop, 3) uint8 with their source, index and slide positions (None for crops)."""
+    from mitotype.data.images import load_images
+
+    check_sources(inputs, slide, coords)
+    if slide is not None:
+        from mitotype.predict.slide import read_coords, read_slide_crops
+
+        xy = read_coords(coords)
+        show = len(xy) >= 64 if progress is None else progress
+        images = read_slide_crops(slide, xy, crop_size, mpp, slide_mpp, progress=show)
+        return images, [str(slide)] * len(xy), list(range(len(xy))), xy
+    figures = collect_figures(inputs, crop_size)
+    show = len(figures) >= 64 if progress is None else progress
+    images = load_images(figures, size=crop_size, policy="center-crop", progress=show)
+    return images, [f.path for f in figures], [f.page or 0 for f in figures], None
+
+
 def ensemble_threshold(models: Sequence[Any]) -> float:
     return float(np.mean([m.threshold for m in models]))
 
@@ -136,33 +172,19 @@ def predict(
     progress: bool | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Predict every figure; returns (rows, info) where info names the models, threshold and settings."""
-    from mitotype.data.images import load_images
     from mitotype.models.inference import predict_proba
 
-    if (slide is None) != (coords is None):
-        raise MitotypeError("--slide and --coords go together: the slide and the CSV of figure positions")
-    if slide is not None and inputs:
-        raise MitotypeError("give either INPUT files/folders or --slide with --coords, not both")
+    check_sources(inputs, slide, coords)
     device = resolve_device(device)
     models = load_models(model_paths, device)
+    mpps = {m.config.model.mpp for m in models}
+    if slide is not None and len(mpps) > 1:
+        raise MitotypeError(f"ensemble members were trained at different resolutions {sorted(mpps)} µm/px; "
+                            "a slide is read at one resolution")
     crop_size = max(m.config.model.crop_size for m in models)
-    if slide is not None:
-        from mitotype.predict.slide import read_coords, read_slide_crops
-
-        mpps = {m.config.model.mpp for m in models}
-        if len(mpps) > 1:
-            raise MitotypeError(f"ensemble members were trained at different resolutions {sorted(mpps)} µm/px; "
-                                "a slide is read at one resolution")
-        xy = read_coords(coords)
-        show = len(xy) >= 64 if progress is None else progress
-        images = read_slide_crops(slide, xy, crop_size, mpps.pop(), slide_mpp, progress=show)
-        sources, indices = [str(slide)] * len(xy), list(range(len(xy)))
-    else:
-        xy = None
-        figures = collect_figures(inputs, crop_size)
-        show = len(figures) >= 64 if progress is None else progress
-        images = load_images(figures, size=crop_size, policy="center-crop", progress=show)
-        sources, indices = [f.path for f in figures], [f.page or 0 for f in figures]
+    images, sources, indices, xy = gather_images(inputs, crop_size, models[0].config.model.mpp, slide, coords,
+                                                 slide_mpp, progress)
+    show = len(images) >= 64 if progress is None else progress
     probs = predict_proba(models, images, batch_size=batch_size, tta=tta, device=device, progress=show,
                           backend=backend)
     threshold = ensemble_threshold(models)
@@ -191,13 +213,16 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def table_text(rows: Sequence[dict[str, Any]], threshold: float) -> str:
-    """A readable table for the terminal, with a one-line summary."""
-    shown = [[_fmt(r[k]) for k in FIELDS] for r in rows]
-    widths = [max([len(k)] + [len(s[i]) for s in shown]) for i, k in enumerate(FIELDS)]
-    right = {1, 2, 3, 4}
-    lines = ["  ".join(k.rjust(w) if i in right else k.ljust(w) for i, (k, w) in enumerate(zip(FIELDS, widths)))]
-    for s in shown:
-        lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(s, widths))))
+    """A readable table for the terminal (x, y only for slide positions), with a one-line summary."""
+    fields = [k for k in FIELDS if k not in ("x", "y") or any(r[k] is not None for r in rows)]
+    shown = [[_fmt(r[k]) for k in fields] for r in rows]
+    widths = [max([len(k)] + [len(s[i]) for s in shown]) for i, k in enumerate(fields)]
+    right = [k in ("index", "x", "y", "p_atypical") for k in fields]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    lines = [line(fields)] + [line(s) for s in shown]
     n_atyp = sum(r["class"] == "atypical" for r in rows)
     lines.append(f"{len(rows)} figures: {n_atyp} atypical, {len(rows) - n_atyp} normal "
                  f"(threshold {threshold:.3f} on p_atypical)")
