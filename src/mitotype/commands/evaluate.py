@@ -1,11 +1,82 @@
-"""(not built yet)"""
+"""Evaluate a model (or an ensemble) on labelled data: MIDOG 2025 track-2 metrics with bootstrap 95%
+intervals (resampling slides where known), per domain, plus plots and a Markdown report.
+
+Writes to --out: metrics.json, predictions.csv, roc.png, confusion.png, domains.png, reliability.png,
+report.md, run.json.  Several --model options make an ensemble: the mean P(atypical) of the models, with the
+mean of their stored thresholds (or --threshold).
+
+Examples:
+  mitotype evaluate --model runs/mtl/model.pt --data amibr:../shared/data/amibr:split=test
+  mitotype evaluate --model fold0.pt --model fold1.pt --data folder:external/ROOT --out eval/ext --tta
+"""
+
+from __future__ import annotations
+
+import argparse
 
 
-def add_arguments(parser):
-    pass
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
 
 
-def run(args):
-    from mitotype.errors import MitotypeError
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
-    raise MitotypeError("this command is not built yet")
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True, metavar="MODEL",
+                        help="model file (model.pt from `mitotype train`, or 'default' for the shipped model); "
+                             "repeat for an ensemble (mean probability)")
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="labelled data set spec, e.g. amibr:PATH:split=test, folder:PATH, manifest:CSV, "
+                             "midog25:CSV:IMAGEDIR:domain=scanner, stack:FILE:gt=JSON ('+' joins several)")
+    parser.add_argument("--out", default="runs/evaluate", metavar="DIR",
+                        help="output folder (created; existing files are replaced). Default: %(default)s")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average P(atypical) over flips and 90-degree rotations")
+    parser.add_argument("--batch-size", type=_positive, default=64, metavar="N",
+                        help="figures per forward pass. Default: %(default)s")
+    parser.add_argument("--device", default="auto", metavar="D",
+                        help="cpu, cuda, cuda:1 or auto (a GPU when one is visible). Default: %(default)s")
+    parser.add_argument("--n-boot", type=_non_negative, default=1000, metavar="N",
+                        help="bootstrap resamples for the 95%% intervals (0 = no intervals). Default: %(default)s")
+    parser.add_argument("--threshold", type=_probability, default=None, metavar="T",
+                        help="call a figure atypical when P(atypical) >= T; default: the model file's tuned "
+                             "threshold (the mean of them for an ensemble)")
+    parser.add_argument("--size-policy", choices=("center-crop", "resize", "error"), default="center-crop",
+                        help="crops whose size differs from the model's: center-crop (pad/crop around the "
+                             "centre, keeps the scale), resize, or error. Default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed. Default: %(default)s")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from mitotype.evaluate.report import fmt
+    from mitotype.evaluate.run import evaluate
+
+    result = evaluate(args.model, args.data, args.out, tta=args.tta, batch_size=args.batch_size,
+                      device=args.device, n_boot=args.n_boot, threshold=args.threshold,
+                      size_policy=args.size_policy, seed=args.seed, progress=sys.stderr.isatty())
+    ci = result["ci95"]
+    print(f"{result['n']} figures ({result['n_atypical']} atypical), threshold {result['threshold']:.4f}")
+    for name in ("balanced_accuracy", "auroc", "sensitivity", "specificity", "accuracy"):
+        print(f"  {name:18s} {fmt(result[name], ci.get(name))}")
+    for domain, m in result["per_domain"].items():
+        print(f"  [{domain}] balanced_accuracy {fmt(m['balanced_accuracy'], m['ci95'].get('balanced_accuracy'))}"
+              f"  auroc {fmt(m['auroc'])}  n={m['n']}")
+    print(f"wrote {args.out}/report.md, metrics.json, predictions.csv and plots")
+    return 0

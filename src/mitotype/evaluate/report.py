@@ -1,0 +1,73 @@
+"""The evaluation report: one Markdown file that puts metrics, plots and provenance together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mitotype.evaluate.metrics import METRICS
+
+
+def fmt(value: float | None, ci: Sequence[float] | None = None, digits: int = 3) -> str:
+    """``0.812 [0.780, 0.845]``; ``n/a`` for an undefined metric."""
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    if ci is not None:
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return text
+
+
+def metrics_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """One row per (name, summary): every metric with its interval, plus the counts."""
+    head = "| | " + " | ".join(METRICS) + " | n | atypical |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    for name, m in rows:
+        ci = m.get("ci95") or {}
+        cells = [fmt(m.get(k), ci.get(k)) for k in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['n']} | {m['n_atypical']} |")
+    return "\n".join(lines)
+
+
+def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, Any]], spec: str,
+                      plots: Mapping[str, str], provenance: Mapping[str, Any],
+                      calibration: Mapping[str, Any] | None = None) -> str:
+    """Markdown text; ``plots`` maps a caption to a PNG path relative to the report."""
+    boot = metrics["bootstrap"]
+    unit = "slides (groups)" if boot["unit"] == "group" else "figures (no groups known)"
+    kind = "model" if len(models) == 1 else f"ensemble of {len(models)} models (mean P(atypical))"
+    out = [
+        "# mitotype evaluation",
+        "",
+        f"**Data:** `{spec}` — {metrics['n']} labelled figures, {metrics['n_atypical']} atypical, "
+        f"{len(metrics['per_domain'])} domain(s).  ",
+        f"**Model:** {kind}; threshold {metrics['threshold']:.4f} "
+        f"(P(atypical) >= threshold is called atypical).  ",
+        f"**Intervals:** 95% percentile bootstrap, {boot['n_boot']} resamples of {boot['n_units']} {unit}.",
+        "",
+        "## Metrics (MIDOG 2025 track 2: atypical = positive, figures pooled)",
+        "",
+        metrics_table([("all", metrics)] + sorted(metrics["per_domain"].items())),
+        "",
+    ]
+    c = metrics["confusion"]
+    out += [f"Confusion: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}."]
+    if calibration is not None:
+        out[-1] += f" Expected calibration error (10 bins): {calibration['ece']:.3f}."
+    undefined = [d for d, m in metrics["per_domain"].items() if m["auroc"] is None]
+    if undefined:
+        out += ["", f"Domains with one class only (AUROC, balanced accuracy undefined): {', '.join(undefined)}."]
+    out += ["", "## Plots", ""]
+    for caption, rel in plots.items():
+        out += [f"### {caption}", "", f"![{caption}]({rel})", ""]
+    out += ["## Models", "", "| # | file | encoder | dense tasks | threshold |", "|---|---|---|---|---|"]
+    for i, m in enumerate(models):
+        out.append(f"| {i} | `{m['path']}` | {m.get('encoder', '?')} | {', '.join(m.get('dense_tasks') or []) or 'none'}"
+                   f" | {fmt(m.get('threshold'), digits=4)} |")
+    out += ["", "## Provenance", "", "| | |", "|---|---|"]
+    for key, value in provenance.items():
+        if key != "models":
+            out.append(f"| {key} | `{value}` |")
+    out += ["", "Files: `metrics.json` (all numbers above), `predictions.csv` (one row per figure), "
+            "`run.json` (provenance).", ""]
+    return "\n".join(out)

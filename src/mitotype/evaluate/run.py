@@ -1,0 +1,179 @@
+"""``mitotype evaluate``: predictions of one model (or the mean of several) on a labelled data set, then the
+metrics, the plots and the report in one folder.
+
+Outputs (all written atomically): ``metrics.json``, ``predictions.csv``, ``roc.png``, ``confusion.png``,
+``domains.png``, ``reliability.png``, ``report.md``, ``run.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mitotype.errors import MitotypeError
+from mitotype.evaluate import metrics as M
+from mitotype.evaluate import plots
+from mitotype.evaluate.report import evaluation_report
+from mitotype.io import atomic_write, provenance, write_json, write_text
+
+PLOTS = {"ROC": "roc.png", "Confusion matrix": "confusion.png",
+         "Balanced accuracy per domain": "domains.png", "Reliability diagram": "reliability.png"}
+PREDICTION_COLUMNS = ("path", "page", "domain", "group", "label", "p_atypical", "class")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; Lightning's ``gpu`` means ``cuda``."""
+    import torch
+
+    device = {"gpu": "cuda"}.get(device, device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MitotypeError(f"device {device!r} requested but no CUDA GPU is visible (use --device cpu)")
+    return device
+
+
+def labelled(figures: Sequence, spec: str) -> None:
+    """Evaluation needs a label on every figure; say which reader option gives them."""
+    missing = [f for f in figures if f.label is None]
+    if missing:
+        raise MitotypeError(f"data spec {spec!r}: {len(missing)} of {len(figures)} figures have no label "
+                            f"(e.g. {missing[0].name}); evaluate needs labelled data "
+                            "(for stacks add :gt=GROUND_TRUTH.json)")
+
+
+def _sha256(path: str | Path) -> str | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_info(path: str | Path, loaded: Any) -> dict[str, Any]:
+    """What the report and run.json say about one model file."""
+    cfg = loaded.config
+    return {"path": str(path), "sha256": _sha256(path), "threshold": float(loaded.threshold),
+            "encoder": cfg.model.encoder, "dense_tasks": list(cfg.model.dense_tasks),
+            "crop_size": cfg.model.crop_size, "input_size": cfg.model.input_size,
+            "trained_on": (loaded.meta or {}).get("data_spec")}
+
+
+def ensemble_threshold(models: Sequence[Any], threshold: float | None = None) -> float:
+    """``threshold`` if given, else the mean of the models' stored thresholds."""
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise MitotypeError(f"--threshold must be in [0, 1], got {threshold}")
+        return float(threshold)
+    return float(np.mean([float(m.threshold) for m in models]))
+
+
+def predict_members(models: Sequence[Any], images: np.ndarray, batch_size: int = 64, tta: bool = False,
+                    device: str = "cpu", progress: bool = False) -> np.ndarray:
+    """(n_models, N) P(atypical) per model; their mean is the ensemble's (as ``predict_proba`` averages)."""
+    from mitotype.models.inference import predict_proba
+
+    return np.stack([predict_proba([m], images, batch_size=batch_size, tta=tta, device=device,
+                                   progress=progress) for m in models])
+
+
+def write_predictions(path: str | Path, figures: Sequence, probs: np.ndarray, threshold: float,
+                      members: np.ndarray | None = None) -> None:
+    """``predictions.csv``: one row per figure; with several models also ``p_model<i>`` per member."""
+    import pandas as pd
+
+    pred = M.predict_class(probs, threshold)
+    table = pd.DataFrame({
+        "path": [f.path for f in figures],
+        "page": pd.array([f.page for f in figures], dtype="Int64"),
+        "domain": [f.domain for f in figures], "group": [f.group for f in figures],
+        "label": [f.label for f in figures], "p_atypical": np.round(probs, 6),
+        "class": np.where(pred == 1, "atypical", "normal")})
+    if members is not None and len(members) > 1:
+        for i, p in enumerate(members):
+            table[f"p_model{i}"] = np.round(p, 6)
+    with atomic_write(path, newline="") as fh:
+        table.to_csv(fh, index=False)
+
+
+def read_predictions(path: str | Path) -> Any:
+    """``predictions.csv`` back as a DataFrame (MitotypeError if it lacks the columns)."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype={"domain": str, "group": str, "path": str})
+    except (OSError, ValueError) as exc:
+        raise MitotypeError(f"{path}: cannot read predictions ({exc})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    if missing:
+        raise MitotypeError(f"{path}: predictions lack column(s) {', '.join(missing)}")
+    return table
+
+
+def write_evaluation(out_dir: str | Path, figures: Sequence, probs: np.ndarray, threshold: float, spec: str,
+                     models: Sequence[dict[str, Any]], members: np.ndarray | None = None,
+                     n_boot: int = 1000, seed: int = 0, **extra: Any) -> dict[str, Any]:
+    """Everything ``evaluate`` writes, from the probabilities alone (the experiment runner reuses it)."""
+    out = Path(out_dir)
+    labels = np.array([f.label for f in figures], dtype=np.int64)
+    probs = np.asarray(probs, dtype=float)
+    result = M.compute_metrics(labels, probs, threshold, domains=[f.domain for f in figures],
+                               groups=[f.group for f in figures], n_boot=n_boot, seed=seed)
+    cal = M.calibration(labels, probs)
+    result["ece"] = cal["ece"]
+    result["spec"] = spec
+    result["models"] = [m["path"] for m in models]
+    if members is not None and len(members) > 1:  # each member alone, at its own threshold
+        result["members"] = [
+            {"path": info["path"], "threshold": info["threshold"],
+             **{k: v for k, v in M.summarise(labels, p, info["threshold"], None, 0, seed).items()
+                if k in M.METRICS}}
+            for info, p in zip(models, members)]
+    write_predictions(out / "predictions.csv", figures, probs, threshold, members)
+    plots.roc_plot(labels, probs, threshold, out / PLOTS["ROC"], auroc=result["auroc"])
+    plots.confusion_plot(result["confusion"], out / PLOTS["Confusion matrix"])
+    plots.domain_plot(result, out / PLOTS["Balanced accuracy per domain"])
+    plots.reliability_plot(cal, out / PLOTS["Reliability diagram"])
+    prov = provenance(spec=spec, threshold=threshold, n_boot=n_boot, seed=seed, models=list(models), **extra)
+    write_json(out / "run.json", prov)
+    write_text(out / "report.md", evaluation_report(result, models, spec, PLOTS, prov, cal))
+    write_json(out / "metrics.json", result)  # last: its presence marks a finished evaluation
+    return result
+
+
+def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, tta: bool = False,
+             batch_size: int = 64, device: str = "auto", n_boot: int = 1000, threshold: float | None = None,
+             size_policy: str = "center-crop", seed: int = 0, progress: bool = False,
+             figures: Sequence | None = None) -> dict[str, Any]:
+    """Evaluate one model file, or the mean probability of several, on the figures ``spec`` names.
+
+    ``figures`` (optional) replaces reading ``spec``: the experiment runner passes a held-out subset and
+    keeps ``spec`` as its description.
+    """
+    from mitotype.data.images import load_images
+    from mitotype.data.spec import load_figures
+    from mitotype.models.modelfile import load_model
+
+    if not model_paths:
+        raise MitotypeError("evaluate: give at least one --model")
+    device = resolve_device(device)
+    figures = list(figures) if figures is not None else load_figures(spec)
+    labelled(figures, spec)
+    models = [load_model(str(p), device=device) for p in model_paths]
+    infos = [model_info(p, m) for p, m in zip(model_paths, models)]
+    t = ensemble_threshold(models, threshold)
+    size = max(m.config.model.crop_size for m in models)
+    images = load_images(figures, size=size, policy=size_policy, progress=progress)
+    members = predict_members(models, images, batch_size=batch_size, tta=tta, device=device,
+                              progress=progress)
+    return write_evaluation(out_dir, figures, members.mean(axis=0), t, spec, infos, members=members,
+                            n_boot=n_boot, seed=seed, tta=tta, device=device, size_policy=size_policy,
+                            threshold_source="--threshold" if threshold is not None else
+                            ("model file" if len(models) == 1 else "mean of the models' thresholds"))
