@@ -72,7 +72,8 @@ def test_archive_offline_without_split_warns(amibr_root, tmp_path):
 
 
 def test_offline_without_archive_says_so(tmp_path, capsys):
-    with pytest.raises(MitotypeError, match=r"cannot download https://github.com/DeepMicroscopy/AMi-Br.*offline.*--archive"):
+    message = r"cannot download https://github.com/DeepMicroscopy/AMi-Br.*offline.*--archive"
+    with pytest.raises(MitotypeError, match=message):
         download.download_amibr(tmp_path / "data", progress=False)
     assert main(["data", "download", "amibr", "--to", str(tmp_path / "d2"), "--no-progress"]) == 2
     assert "--archive ZIP" in capsys.readouterr().err

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from mitotype.data import readers
-from mitotype.data.readers import (amibr_scanner, read_amibr, read_folder, read_manifest, read_midog25,
-                                   read_stack)
+from mitotype.data.readers import amibr_scanner, read_amibr, read_folder, read_manifest, read_midog25, read_stack
 from mitotype.data.spec import load_figures
 from mitotype.errors import MitotypeError
 
@@ -62,9 +61,10 @@ def test_amibr_domain_source_and_split_option(amibr_root):
     assert len(figures) == 826 and sum(f.label for f in figures) == 184
 
 
-@pytest.mark.parametrize("slide,expected", [("001.tiff", "MIDOG21-HamamatsuXR"), ("050.tiff", "MIDOG21-HamamatsuXR"),
-                                            ("051.tiff", "MIDOG21-HamamatsuS360"), ("100.tiff", "MIDOG21-HamamatsuS360"),
-                                            ("101.tiff", "MIDOG21-AperioCS2"), ("150.tiff", "MIDOG21-AperioCS2")])
+@pytest.mark.parametrize("slide,expected", [
+    ("001.tiff", "MIDOG21-HamamatsuXR"), ("050.tiff", "MIDOG21-HamamatsuXR"),
+    ("051.tiff", "MIDOG21-HamamatsuS360"), ("100.tiff", "MIDOG21-HamamatsuS360"),
+    ("101.tiff", "MIDOG21-AperioCS2"), ("150.tiff", "MIDOG21-AperioCS2")])
 def test_amibr_scanner_boundaries(slide, expected):
     assert amibr_scanner("MIDOG21", slide) == expected
     assert amibr_scanner("TUPAC16", "01_stitched1.tif") == "TUPAC16"
