@@ -66,6 +66,16 @@ def test_16bit_gray_png_is_scaled(tmp_path):
     assert (out[..., 0] == out[..., 2]).all()
 
 
+def test_16bit_rgb_png_keeps_high_byte(tmp_path):
+    """Pillow reduces 48-bit PNGs itself, to the high byte: within one level of the documented scaling."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    rgb16 = (np.arange(8 * 8 * 3).reshape(8, 8, 3) * 1000).astype(np.uint16)
+    (tmp_path / "c16.png").write_bytes(imagecodecs.png_encode(rgb16))
+    out = read_rgb(tmp_path / "c16.png").astype(int)
+    np.testing.assert_array_equal(out, rgb16 >> 8)
+    assert np.abs(out - np.round(rgb16 * 255 / 65535)).max() <= 1
+
+
 def test_16bit_rgb_tiff_is_scaled(tmp_path):
     rgb16 = (np.arange(8 * 8 * 3).reshape(8, 8, 3) * 257).astype(np.uint16)
     tifffile.imwrite(tmp_path / "c16.tif", rgb16, photometric="rgb")

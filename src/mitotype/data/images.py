@@ -5,7 +5,8 @@ Conversions (documented in docs/DATA.md), applied the same way to every source:
 - grayscale (1 channel, or gray + alpha) -> the gray value repeated in R, G and B;
 - RGBA -> RGB, alpha dropped (not composited: crops are opaque tissue);
 - palette / CMYK / YCbCr images -> RGB through Pillow;
-- 16-bit (and 32-bit integer) -> 8-bit by scaling the full range: ``round(v * 255 / 65535)``;
+- 16-bit (and 32-bit integer) -> 8-bit by scaling the full range: ``round(v * 255 / 65535)``; Pillow
+  itself reduces 16-bit RGB PNGs to their high byte (``v >> 8``, at most one level off that);
 - boolean -> 0/255; floats in [0, 1] -> ``round(v * 255)``; any other dtype or range is an error.
 
 Sizes other than the model's are handled by :func:`fit_size` with an explicit policy.
