@@ -73,7 +73,7 @@ def test_16bit_rgb_png_keeps_high_byte(tmp_path):
     (tmp_path / "c16.png").write_bytes(imagecodecs.png_encode(rgb16))
     out = read_rgb(tmp_path / "c16.png").astype(int)
     np.testing.assert_array_equal(out, rgb16 >> 8)
-    assert np.abs(out - np.round(rgb16 * 255 / 65535)).max() <= 1
+    assert np.abs(out - np.round(rgb16.astype(float) * 255 / 65535)).max() <= 1
 
 
 def test_16bit_rgb_tiff_is_scaled(tmp_path):
