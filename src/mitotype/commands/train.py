@@ -1,11 +1,85 @@
-"""(not built yet)"""
+"""Train a single- or multi-task model from a YAML config (Lightning).
+
+Examples:
+  mitotype train --config configs/cpu_mtl.yaml --data amibr:../shared/data/amibr:split=train
+  mitotype train --config configs/cpu_stl.yaml --data amibr:DATA:split=train train.epochs=2 \\
+      model.segmentation.enabled=false --out runs/quick
+  mitotype train --resume --out runs/quick            # continue an interrupted run
+
+The run folder (--out) gets model.pt (weights, config, tuned threshold), config.yaml (resolved),
+run.json (data spec, git commit, versions, timings), metrics.csv and curves.png (per epoch),
+val_metrics.json and checkpoints/ (best.ckpt, last.ckpt). Without --val, a slide-grouped stratified
+part of the training data (train.val_fraction) is held out for early stopping, checkpoint choice and
+threshold tuning. Multi-GPU / multi-node: see docs/TRAINING.md (train.devices, train.strategy,
+train.num_nodes; launch with torchrun or srun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="run config (sections model/augment/train; see configs/). Required for a new run; "
+                             "with --resume the run folder's config.yaml is used")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="training data spec, e.g. amibr:../shared/data/amibr:split=train, folder:DIR, "
+                             "manifest:CSV, midog25:CSV:IMAGEDIR, joined with '+'. With --resume: the run's own")
+    parser.add_argument("--val", metavar="SPEC",
+                        help="validation data spec (default: a slide-grouped part of --data, train.val_fraction)")
+    parser.add_argument("--out", metavar="RUN_DIR",
+                        help="run folder (default: runs/<config name>-<UTC timestamp>); must be new unless "
+                             "--resume")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoints/last.ckpt (same config and data; "
+                             "train.epochs may be raised to extend a finished run)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides with dotted keys, e.g. train.epochs=2 "
+                             "model.segmentation.enabled=false train.devices=4 train.strategy=ddp")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from mitotype.config import load_config
     from mitotype.errors import MitotypeError
 
-    raise MitotypeError("this command is not built yet")
+    config_path, data, val = args.config, args.data, args.val
+    if args.resume:
+        if not args.out:
+            raise MitotypeError("--resume needs --out RUN_DIR (the run folder to continue)")
+        run_dir = Path(args.out)
+        saved = run_dir / "config.yaml"
+        if config_path is None:
+            if not saved.is_file():
+                raise MitotypeError(f"{run_dir}: nothing to resume (no config.yaml)")
+            config_path = saved
+        if data is None:
+            info_path = run_dir / "run.json"
+            if not info_path.is_file():
+                raise MitotypeError(f"{info_path}: not found; give --data (and --val) of the run")
+            info = json.loads(info_path.read_text())
+            data, val = info.get("data_spec"), val or info.get("val_spec")
+    if config_path is None or data is None:
+        raise MitotypeError("a new run needs --config FILE.yaml and --data SPEC (see mitotype train --help)")
+    cfg = load_config(config_path, args.overrides)
+    if args.out:
+        out = Path(args.out)
+    else:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{Path(config_path).stem}-{stamp}"
+
+    from mitotype.train.run import train
+
+    model_path = train(cfg, data, out, val_spec=val, resume=args.resume, progress=not args.no_progress)
+    print(f"model: {model_path}")
+    metrics = out / "val_metrics.json"
+    if metrics.is_file():
+        tuned = json.loads(metrics.read_text())["tuned"]
+        print(f"validation: balanced accuracy {tuned['balanced_accuracy']:.3f} at threshold "
+              f"{tuned['threshold']:.3f}, AUROC {tuned['auroc']:.3f} (n={tuned['n']})")
+    return 0

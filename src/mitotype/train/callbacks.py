@@ -1,0 +1,87 @@
+"""Per-epoch metrics table (metrics.csv) and learning curves (curves.png) in the run folder."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from mitotype.io import save_figure, write_text
+
+
+class EpochHistory(L.Callback):
+    """After each epoch (validation included) append one row of epoch-level metrics, then rewrite
+    ``metrics.csv`` and ``curves.png`` atomically. The rows live in checkpoints, so ``--resume`` keeps them."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.rows: list[dict[str, Any]] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning runs the epoch's validation before this hook, so val metrics are in callback_metrics.
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+                               "seconds": round(time.perf_counter() - self._start, 2),
+                               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        for name, value in sorted(trainer.callback_metrics.items()):
+            if name.endswith("_step"):
+                continue
+            row[name.removesuffix("_epoch")] = float(value)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        self.write()
+
+    def write(self) -> None:
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        lines = [",".join(columns)]
+        for row in self.rows:
+            lines.append(",".join(_cell(row.get(c)) for c in columns))
+        write_text(self.out_dir / "metrics.csv", "\n".join(lines) + "\n")
+        plot_curves(self.rows, self.out_dir / "curves.png")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Loss parts (left) and validation balanced accuracy / AUROC (right) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] + 1 for r in rows]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_keys = sorted({k for r in rows for k in r if k.startswith("train_") or k == "val_loss"})
+    for key in loss_keys:
+        values = [r.get(key, math.nan) for r in rows]
+        ax_loss.plot(epochs, values, marker="o", ms=3, label=key, lw=2 if key in ("train_loss", "val_loss") else 1)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="losses (epoch means)")
+    ax_loss.legend(fontsize=7)
+    for key, label in (("val_bacc", "balanced accuracy (t=0.5)"), ("val_auroc", "AUROC")):
+        ax_val.plot(epochs, [r.get(key, math.nan) for r in rows], marker="o", ms=3, label=label)
+    ax_val.set(xlabel="epoch", ylabel="validation", title="validation", ylim=(0.4, 1.0))
+    ax_val.legend(fontsize=8)
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)

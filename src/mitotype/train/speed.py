@@ -1,0 +1,95 @@
+"""Training-step throughput probe: patches/s for fp32 vs bf16 autocast, channels-last on/off.
+
+    python -m mitotype.train.speed --config configs/cpu_mtl.yaml --threads 2 [key=value ...]
+
+Times forward + backward + AdamW step of the configured network and loss on a synthetic batch with every
+training target (the data pipeline is not included: it is measured by a real run's seconds per epoch).
+Numbers from this machine are in docs/TRAINING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+
+def synthetic_batch(cfg, batch_size: int) -> dict[str, torch.Tensor]:
+    s = cfg.model.input_size
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(batch_size, 1, s, s)
+    mask[:, :, s // 3: 2 * s // 3, s // 3: 2 * s // 3] = 1.0
+    label = torch.randint(0, 2, (batch_size,), generator=g)
+    classes = (mask[:, 0] * (label[:, None, None] + 1)).long()
+    return {"image": torch.randn(batch_size, 3, s, s, generator=g), "label": label, "mask": mask,
+            "valid": torch.ones_like(mask), "classes": classes, "heatmap": mask * 0.5,
+            "domain": torch.arange(batch_size) % 3, "index": torch.arange(batch_size)}
+
+
+def measure(cfg, precision: str = "32", channels_last: bool = True, batch_size: int = 32, steps: int = 6,
+            warmup: int = 2) -> tuple[float, float]:
+    """Training patches per second: ``(wall, cpu)``, medians over ``steps`` after ``warmup`` steps.
+
+    ``cpu`` divides by the process's CPU time instead of the wall clock: on a machine shared with other
+    jobs it is what the step would reach alone (with one thread; with n threads it is n times too low).
+    """
+    from mitotype.models import create_model
+    from mitotype.models.losses import MultiTaskLoss, swap_background
+
+    model = create_model(cfg.model).train()
+    loss_fn = MultiTaskLoss(cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = synthetic_batch(cfg, batch_size)
+    swap = cfg.model.background_swap.enabled
+    if swap:  # the training step then runs originals and swapped copies together
+        swapped = swap_background(batch["image"], batch["mask"], batch["domain"])
+        batch = {k: torch.cat([v, v]) for k, v in batch.items()}
+        batch["image"][batch_size:] = swapped
+    x = batch["image"].contiguous(memory_format=torch.channels_last) if channels_last else batch["image"]
+    times, cpu_times = [], []
+    for i in range(warmup + steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
+            out = model(x)
+            total, _ = loss_fn(out, batch)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+    times.sort()
+    cpu_times.sort()
+    return batch_size / times[len(times) // 2], batch_size / cpu_times[len(cpu_times) // 2]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mitotype.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="run config YAML (default: built-in defaults)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after 2 warm-up)")
+    parser.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"])
+    parser.add_argument("--channels-last", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    print(f"load average {os.getloadavg()[0]:.1f}; encoder={cfg.model.encoder} input={cfg.model.input_size} tasks={cfg.model.dense_tasks} "
+          f"swap={cfg.model.background_swap.enabled} threads={torch.get_num_threads()} batch={args.batch_size}")
+    for precision in args.precision:
+        for cl in args.channels_last:
+            wall, cpu = measure(cfg, precision, cl == "on", args.batch_size, args.steps)
+            print(f"precision={precision:10s} channels_last={cl:3s} {wall:7.1f} patches/s wall "
+                  f"{cpu:7.1f} patches/CPU-s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
