@@ -93,6 +93,16 @@ def test_local_weights_file_is_loaded_and_resampled(tmp_path):
     assert not enc.base_from_hub  # a local file: the model file keeps every weight
 
 
+def test_local_hub_snapshot_folder_is_loaded(tmp_path):
+    """``model.weights=FOLDER`` (config.json + weights, as `hf download --local-dir` leaves) needs no network."""
+    from timm.models._hub import save_for_hf
+
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    save_for_hf(ref, tmp_path)
+    enc = create_vit_encoder(tiny_cfg(weights=str(tmp_path)))
+    assert torch.equal(enc.backbone.blocks[7].attn.qkv.weight, ref.blocks[7].attn.qkv.weight)
+
+
 def test_bad_weights_and_names_raise_clear_errors(tmp_path):
     with pytest.raises(MitotypeError, match="not found"):
         create_vit_encoder(tiny_cfg(weights=str(tmp_path / "missing.pth")))

@@ -1,6 +1,6 @@
 """ViT and pathology foundation-model encoders for the multi-task network.
 
-A timm ViT (``vit_*``, ``deit*``, ``eva*``, ``hf-hub:ORG/NAME``, ``local-dir:FOLDER``) is tapped at four
+A timm ViT (``vit_*``, ``deit*``, ``eva*``, ``hf-hub:ORG/NAME``) is tapped at four
 evenly spaced blocks with ``forward_intermediates`` (prefix and register tokens dropped, tokens reshaped to
 2-D maps), then turned into a four-level pyramid at strides 4, 8, 16, 32 in the manner of ViTDet's simple
 feature pyramid: the earliest map up-sampled x4 and the next x2 with transposed convolutions, the third kept,
@@ -28,7 +28,7 @@ from torch import nn
 from mitotype.config import ModelConfig
 from mitotype.errors import MitotypeError
 
-VIT_PREFIXES = ("vit_", "deit", "eva", "hf-hub:", "local-dir:")
+VIT_PREFIXES = ("vit_", "deit", "eva", "hf-hub:")  # the factory (models/encoders.py) dispatches these
 REDUCTIONS = (4, 8, 16, 32)
 GATED_HINT = "accept its licence on its Hugging Face page"
 
