@@ -2,9 +2,10 @@
 
 A randomly initialised MobileNetV2 with every dense head gives nearly the same output for every input
 (its activations shrink layer by layer under default batch-norm statistics), which would make
-agreement tests trivially true. So the batch-norm statistics are recomputed on real AMi-Br crops and the
-threshold is set to the median P(atypical) of those crops: the model then separates inputs and calls
-some figures atypical and some normal -- enough to test the plumbing, not a useful classifier.
+agreement tests trivially true. So the batch-norm statistics are recomputed on real AMi-Br crops, and the
+threshold is set to the median P(atypical) of the 16 pages of the MIDOG25 track-2 example stack: the model
+then separates inputs and calls half of that stack atypical -- enough to test the plumbing (both classes
+occur), not a useful classifier.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def normalise(images: np.ndarray, mean, std):
 
 
 @pytest.fixture(scope="session")
-def small_model(tmp_path_factory, amibr_root) -> Path:
+def small_model(tmp_path_factory, amibr_root, track2_root) -> Path:
     import torch
     from PIL import Image
 
     from mitotype.config import RunConfig
+    from mitotype.data.images import read_rgb
     from mitotype.models import create_model
     from mitotype.models.modelfile import save_model
 
@@ -59,7 +61,8 @@ def small_model(tmp_path_factory, amibr_root) -> Path:
         for batch in x.split(16):
             model(batch, dense=False)
     model.eval()
-    probs = model.predict_proba(x).numpy()
+    pages = np.stack([read_rgb(track2_root / "input" / "stack_5.tiff", page=i) for i in range(16)])
+    probs = model.predict_proba(normalise(pages, cfg.model.mean, cfg.model.std)).numpy()
     path = tmp_path_factory.mktemp("model") / "small.pt"
     save_model(path, model, cfg, threshold=float(np.median(probs)), extra={"purpose": "tests/predict"})
     return path

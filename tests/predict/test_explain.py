@@ -1,0 +1,49 @@
+"""``mitotype explain``: the four panels per figure and the contact sheet, on real crops."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from mitotype.cli import main
+
+from .conftest import amibr_pngs
+
+
+def test_explain_writes_panels_sheet_and_table(tmp_path, small_model, amibr_root, track2_root):
+    for p in amibr_pngs(amibr_root, 3):
+        shutil.copy(p, tmp_path / p.name)
+    stack = track2_root / "input" / "stack_5.tiff"
+    out = tmp_path / "explain"
+    assert main(["explain", str(tmp_path), str(stack), "--model", str(small_model), "--out", str(out),
+                 "--limit", "6", "--quiet"]) == 0
+    with open(out / "explain.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6  # --limit: 3 crops + the first 3 pages of the stack
+    assert [r["index"] for r in rows[3:]] == ["0", "1", "2"]
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert [str(p.relative_to(out)) for p in pngs] == sorted(r["png"] for r in rows)
+    assert any("stack_5.tiff_2" in p.name for p in pngs)
+    panel = np.asarray(Image.open(pngs[0]).convert("RGB"))
+    assert panel.shape[1] > 3 * panel.shape[0]  # four panels side by side
+    assert panel.std() > 10  # not blank
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.width > 400 and sheet.height > 150
+    assert (out / "run.json").is_file()
+
+
+def test_explain_maps_shapes(small_loaded, track2_root):
+    from mitotype.data.images import read_rgb
+    from mitotype.predict.explain import explain_maps
+
+    pages = np.stack([read_rgb(track2_root / "input" / "stack_5.tiff", page=i) for i in range(3)])
+    maps = explain_maps(small_loaded, pages, batch_size=2, device="cpu")
+    size = small_loaded.config.model.input_size
+    assert maps["p"].shape == (3,)
+    assert maps["mask"].shape == (3, size, size) and 0 <= maps["mask"].min() <= maps["mask"].max() <= 1
+    assert maps["classes"].shape == (3, 3, size, size)
+    np.testing.assert_allclose(maps["classes"].sum(1), 1, atol=1e-5)
+    assert maps["cam"].shape == (3, size, size) and maps["cam"].max() <= 1 + 1e-6
