@@ -155,10 +155,12 @@ def _load_local(module: nn.Module, path: Path) -> None:
 
 
 def _weights_error(cfg: ModelConfig, exc: Exception) -> MitotypeError:
-    where = f"{cfg.weights}: " if cfg.weights else ""
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    if cfg.weights:
+        return MitotypeError(f"{cfg.weights}: not loadable as weights of encoder {cfg.encoder!r} ({detail})")
     return MitotypeError(
-        f"{where}could not load the pretrained weights of encoder {cfg.encoder!r} ({type(exc).__name__}: "
-        f"{str(exc)[:300]}). Offline, timm weights must already be in the Hugging Face cache: run once with "
-        "internet access (unset HF_HUB_OFFLINE), or give a local file with model.weights=PATH, or train from "
-        "scratch with model.pretrained=false. For encoder tv_mobilenet_v2 run `mitotype weights install`."
+        f"could not load the pretrained weights of encoder {cfg.encoder!r} ({detail}). Offline, timm weights "
+        "must already be in the Hugging Face cache: run once with internet access (unset HF_HUB_OFFLINE), or "
+        "give a local file with model.weights=PATH, or train from scratch with model.pretrained=false. "
+        "The torchvision encoder tv_mobilenet_v2 works offline after `mitotype weights install`."
     )

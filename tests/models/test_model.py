@@ -1,0 +1,166 @@
+"""MitoNet: every head's shape for three encoders, dense outputs only when asked, mask pooling, CAM,
+fine-tuning modes, and the factory's checks."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from mitotype.config import ModelConfig, TaskConfig
+from mitotype.errors import MitotypeError
+from mitotype.models import Outputs, create_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny networks on a shared 2-core machine run ~10x faster than with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_cfg(encoder="test_resnet", **kw) -> ModelConfig:
+    tasks = {t: TaskConfig(enabled=True) for t in ("segmentation", "pixel_classes", "localisation")}
+    return ModelConfig(**{"encoder": encoder, "pretrained": False, **tasks, **kw})
+
+
+@pytest.mark.parametrize("encoder", ["tv_mobilenet_v2", "resnet18", "efficientnet_b0"])
+def test_every_head_shape(encoder):
+    model = create_model(make_cfg(encoder)).train()
+    for size in (64, 77):  # odd size: decoders resize to each skip's exact size
+        out = model(torch.rand(2, 3, size, size))
+        assert isinstance(out, Outputs)
+        assert out.logits.shape == (2, 2)
+        assert out.mask.shape == (2, 1, size, size)
+        assert out.classes.shape == (2, 3, size, size)
+        assert out.heatmap.shape == (2, 1, size, size)
+
+
+def test_dense_outputs_only_in_training_or_when_asked():
+    model = create_model(make_cfg())
+    x = torch.rand(2, 3, 64, 64)
+    model.eval()
+    assert model(x)[1:] == (None, None, None)
+    assert all(t is not None for t in model(x, dense=True))
+    model.train()
+    assert all(t is not None for t in model(x))
+    assert model(x, dense=False)[1:] == (None, None, None)
+
+
+def test_single_task_baseline_has_no_decoder():
+    model = create_model(ModelConfig(encoder="test_resnet", pretrained=False)).train()
+    assert len(model.decoders) == 0
+    out = model(torch.rand(2, 3, 64, 64), dense=True)
+    assert out.logits.shape == (2, 2) and out[1:] == (None, None, None)
+
+
+def test_only_enabled_tasks_are_built():
+    cfg = ModelConfig(encoder="test_resnet", pretrained=False, localisation=TaskConfig(enabled=True))
+    out = create_model(cfg).train()(torch.rand(2, 3, 64, 64))
+    assert out.mask is None and out.classes is None and out.heatmap.shape == (2, 1, 64, 64)
+
+
+def test_shared_decoder():
+    model = create_model(make_cfg(shared_decoder=True)).train()
+    assert list(model.decoders) == ["shared"]
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out.classes.shape == (2, 3, 64, 64)
+    separate = create_model(make_cfg())
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(model) < n(separate)
+
+
+def test_head_has_three_linear_layers_with_configured_widths():
+    model = create_model(ModelConfig(encoder="test_resnet", pretrained=False, head_hidden=(32, 16)))
+    linears = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    cin = model.encoder.feature_info.channels()[-1]
+    assert [(m.in_features, m.out_features) for m in linears] == [(cin, 32), (32, 16), (16, 2)]
+
+
+def test_mask_pooling_uses_the_predicted_mask_at_inference(monkeypatch):
+    torch.manual_seed(0)
+    model = create_model(make_cfg(mask_pooling=True)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    assert model(x).mask is None  # computed inside, not returned unless asked
+
+    def left_half(features, size):  # a "figure" covering the left half of the image
+        mask = torch.full((features.shape[0], 1, *size), -30.0)
+        mask[..., : size[1] // 2] = 30.0
+        return mask
+
+    monkeypatch.setattr(model.dense_heads["segmentation"], "forward", left_half)
+    monkeypatch.setattr(model.head, "mlp", torch.nn.Identity())  # logits = the pooled features
+    with torch.no_grad():
+        deep = model.encoder(x)[-1]
+        expected = deep[..., : deep.shape[-1] // 2].mean(dim=(2, 3))
+        torch.testing.assert_close(model(x).logits, expected, atol=1e-4, rtol=1e-3)
+        assert not torch.allclose(deep.mean(dim=(2, 3)), expected, atol=1e-3)
+
+
+def test_mask_pooling_needs_segmentation():
+    with pytest.raises(MitotypeError, match="segmentation"):
+        create_model(ModelConfig(encoder="test_resnet", pretrained=False, mask_pooling=True))
+
+
+def test_predict_proba_and_mode_restored():
+    model = create_model(make_cfg()).train()
+    p = model.predict_proba(torch.rand(3, 3, 64, 64))
+    assert p.shape == (3,) and ((p >= 0) & (p <= 1)).all()
+    assert model.training
+
+
+def test_channels_last_forward_matches():
+    model = create_model(make_cfg("tv_mobilenet_v2")).eval()
+    x = torch.rand(2, 3, 64, 64)
+    ref = model(x, dense=True)
+    model = model.to(memory_format=torch.channels_last)
+    out = model(x.contiguous(memory_format=torch.channels_last), dense=True)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_cam_shape_range_and_no_param_grads():
+    model = create_model(make_cfg())
+    cam = model.cam(torch.rand(2, 3, 64, 64))
+    assert cam.shape == (2, 64, 64)
+    assert cam.min() >= 0 and cam.max() <= 1 + 1e-6
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_frozen_encoder_keeps_weights_and_norm_statistics():
+    model = create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="frozen"))
+    bn = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model.train()
+    model(torch.rand(4, 3, 64, 64) * 5)
+    assert torch.equal(bn.running_mean, before)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert model.cam(torch.rand(1, 3, 64, 64)).shape == (1, 64, 64)
+
+
+def test_finetune_module_is_applied_when_present(monkeypatch):
+    calls = []
+    fake = types.ModuleType("mitotype.models.finetune")
+    fake.apply_finetune = lambda model, cfg: calls.append(cfg.finetune)
+    monkeypatch.setitem(sys.modules, "mitotype.models.finetune", fake)
+    create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="lora"))
+    create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="full"))
+    assert calls == ["lora"]
+
+
+def test_finetune_without_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mitotype.models.finetune", None)
+    model = create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="frozen"))
+    assert model.encoder_frozen
+    with pytest.raises(MitotypeError, match="lora"):
+        create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="lora"))
+
+
+def test_bad_finetune_mode():
+    with pytest.raises(MitotypeError, match="finetune"):
+        create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="partial"))
