@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -281,8 +280,9 @@ def load_masks(figures: Sequence, images: np.ndarray, progress: bool = False,
                params: MaskParams | None = None, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Masks (N, H, W) uint8 (0 background, 1 figure, 255 ignore) and fallback flags (N,) for the images.
 
-    Cached on disk under ``cache_dir('masks')``, one file per image keyed by a hash of the image's pixels
-    and the method (version + parameters): a changed image or method recomputes only what changed.
+    Cached on disk under ``cache_dir('masks')``, keyed per image by a hash of its pixels and the method
+    (version + parameters): a changed image or method recomputes only what changed. Each call that computes
+    something stores it as one shard file (one write instead of thousands of small synced ones).
     """
     from mitotype.data.cache import cache_dir
     from mitotype.io import atomic_write
@@ -298,23 +298,35 @@ def load_masks(figures: Sequence, images: np.ndarray, progress: bool = False,
     keys = [_image_key(im, method) for im in images]
     masks = np.zeros(images.shape[:3], dtype=np.uint8)
     fallback = np.zeros(len(images), dtype=bool)
-    todo = []
+    wanted: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
-        path = folder / key[:2] / f"{key}.npz"
+        wanted.setdefault(key, []).append(i)
+    for shard in sorted(folder.glob("*.npz")):
+        if not wanted:
+            break
         try:
-            with np.load(path) as cached:
-                masks[i], fallback[i] = cached["mask"], bool(cached["fallback"])
-        except (OSError, ValueError, KeyError):  # missing or damaged entry: recompute
-            todo.append(i)
-    if todo:
+            with np.load(shard) as cached:
+                shard_keys = cached["keys"]
+                hits = [(j, k) for j, k in enumerate(shard_keys.tolist()) if k in wanted]
+                if not hits:
+                    continue
+                shard_masks, shard_fallback = cached["masks"], cached["fallback"]
+        except (OSError, ValueError, KeyError, EOFError):  # damaged shard: ignore, recompute
+            continue
+        for j, key in hits:
+            if shard_masks.shape[1:] != images.shape[1:3] or key not in wanted:
+                continue
+            for i in wanted.pop(key):
+                masks[i], fallback[i] = shard_masks[j], shard_fallback[j]
+    if wanted:
+        todo = [indices[0] for indices in wanted.values()]
         new_masks, new_fallback = compute_masks(images[todo], params, progress=progress, workers=workers)
-        for j, i in enumerate(todo):
-            masks[i], fallback[i] = new_masks[j], new_fallback[j]
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, mask=new_masks[j], fallback=new_fallback[j])
-            path = folder / keys[i][:2] / f"{keys[i]}.npz"
-            with atomic_write(path, "wb") as handle:
-                handle.write(buffer.getvalue())
+        for j, indices in enumerate(wanted.values()):
+            masks[indices], fallback[indices] = new_masks[j], new_fallback[j]
+        new_keys = np.array([keys[i] for i in todo])
+        name = hashlib.blake2b("".join(new_keys.tolist()).encode(), digest_size=12).hexdigest()
+        with atomic_write(folder / f"{name}.npz", "wb") as handle:
+            np.savez_compressed(handle, keys=new_keys, masks=new_masks, fallback=new_fallback)
     return masks, fallback
 
 

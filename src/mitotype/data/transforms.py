@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -237,6 +238,8 @@ def build_transform(model_cfg: ModelConfig, augment_cfg: AugmentConfig | None,
 
 def to_sample(image, mask=None, **extra: Any) -> dict[str, Any]:
     """A sample dict from an (H, W, 3) uint8 array and an optional (H, W) uint8 mask."""
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch cannot share read-only memory
     img = torch.as_tensor(image)
     if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != torch.uint8:
         raise MitotypeError(f"expected an RGB uint8 image (H, W, 3), got {img.dtype} {tuple(img.shape)}")
