@@ -93,12 +93,14 @@ class TorchvisionMobileNetV2(nn.Module):
             self.load_state_dict({k: v for k, v in state.items() if k.startswith("features.")})
         x = torch.zeros(1, 3, 64, 64)
         channels, reductions = [], []
+        self.features.eval()  # the probe must not touch BatchNorm running statistics
         with torch.no_grad():
             for i, layer in enumerate(self.features):
                 x = layer(x)
                 if i in self.TAPS:
                     channels.append(x.shape[1])
                     reductions.append(64 // x.shape[-1])
+        self.features.train()
         self.feature_info = FeatureInfo(channels, reductions)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
