@@ -15,6 +15,16 @@ from mitotype.data import transforms as T
 from mitotype.data.images import read_rgb
 from mitotype.errors import MitotypeError
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Per-sample ops on 128-pixel crops gain nothing from intra-op threads, and on shared, busy CPUs the
+    thread hand-offs cost up to a second a sample (measured); DataLoader workers use one thread too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 MARKER = (0, 255, 0)  # pure green never occurs in H&E
 
 
@@ -172,7 +182,6 @@ def test_training_augmentation_is_fast(amibr_root):
     paths = sorted((amibr_root / "patches" / "normal").glob("*.png"))[:20]
     samples = [(read_rgb(p), np.zeros((128, 128), np.uint8)) for p in paths]
     transform = T.build_transform(ModelConfig(), AugmentConfig())
-    torch.set_num_threads(1)
     transform(T.to_sample(*samples[0]))
     start = time.process_time()
     for _ in range(5):

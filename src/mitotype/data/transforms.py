@@ -14,6 +14,7 @@ them. Evaluation: [stain normalisation] -> resize -> float32 + Normalize.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -122,24 +123,21 @@ class ColourJitter(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         b, c, s, h = ((torch.rand(4) * 2 - 1) * torch.tensor(self.ranges)).tolist()
-        return {"brightness": 1 + b, "contrast": 1 + c, "saturation": 1 + s, "hue": h}
+        # saturation (blend with grey) then hue (rotation of the chroma plane): one 3x3 matrix
+        saturation = (1 + s) * torch.eye(3) - s * torch.outer(torch.ones(3), self.LUMA)
+        cos, sin = math.cos(2 * math.pi * h), math.sin(2 * math.pi * h)
+        rotation = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+        matrix = self.yiq_to_rgb @ rotation @ self.RGB_TO_YIQ @ saturation
+        return {"brightness": 1 + b, "contrast": 1 + c, "matrix": matrix}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         c, h, w = inpt.shape[-3:]
-        rgb = inpt.reshape(3, -1).float()  # (3, HW), 0-255
-        # saturation (blend with grey) then hue (chroma rotation): one 3x3 matrix
-        s = params["saturation"]
-        grey = torch.outer(torch.ones(3), self.LUMA)
-        matrix = s * torch.eye(3) + (1 - s) * grey
-        angle = torch.tensor(2 * torch.pi * params["hue"])
-        rot = torch.eye(3)
-        rot[1:, 1:] = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
-        matrix = self.yiq_to_rgb @ rot @ self.RGB_TO_YIQ @ matrix
-        rgb = rgb * params["brightness"]
-        tissue = ~_padding(inpt).reshape(-1)
-        pivot = (self.LUMA @ rgb[:, tissue]).mean() if tissue.any() else rgb.new_tensor(0.0)
+        rgb = inpt.reshape(3, -1).float() * params["brightness"]  # (3, HW), 0-255
+        tissue = (~_padding(inpt)).reshape(-1).float()
+        grey = self.LUMA @ rgb
+        pivot = (grey @ tissue) / tissue.sum().clamp(min=1)
         k = params["contrast"]
-        rgb = matrix @ (k * rgb + (1 - k) * pivot)  # contrast pivot is grey: commutes with saturation/hue
+        rgb = params["matrix"] @ (k * rgb + (1 - k) * pivot)  # the pivot is grey: commutes with the matrix
         out = rgb.clamp_(0, 255).round_().to(torch.uint8)
         return tv_tensors.wrap(out.reshape(c, h, w), like=inpt)
 
