@@ -68,3 +68,19 @@ def test_layout_errors(tmp_path, job):
     shutil.copy(folder / "stack_5.tiff", folder / "stack_6.tif")
     with pytest.raises(MitotypeError, match="2 stacks"):
         find_stack(job / "input")
+
+
+def test_dockerfile_entry_point_is_a_valid_challenge_command():
+    """The container's ENTRYPOINT must parse as ``mitotype challenge`` on /input and /output."""
+    from pathlib import Path
+
+    from mitotype.cli import build_parser
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    line = next(ln for ln in dockerfile.splitlines() if ln.startswith("ENTRYPOINT"))
+    argv = json.loads(line.split(None, 1)[1])
+    assert argv[0] == "mitotype"
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.input, args.output) == ("challenge", "/input", "/output")
+    assert args.model == ["/opt/app/model.pt"]
+    assert "COPY --chown=user:user ${MODEL} /opt/app/model.pt" in dockerfile

@@ -1,0 +1,45 @@
+# mitotype as a grand-challenge algorithm container for MIDOG 2025 track 2 (atypical mitosis classification).
+#
+#   docker build -t mitotype-midog25 .                                  # CPU torch, the shipped default model
+#   cp runs/x/model.pt my_model.pt && docker build -t mitotype-midog25 --build-arg MODEL=my_model.pt .  # another model
+#   docker build -t mitotype-midog25-gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
+#
+# Local check with the challenge's example (the container gets no network, like on grand-challenge):
+#   mkdir -p test/input/images/stacked-histopathology-roi-cropouts test/output && chmod 777 test/output
+#   cp ../shared/data/midog25-track2-example/input/stack_5.tiff test/input/images/stacked-histopathology-roi-cropouts/
+#   docker run --rm --network none -v "$PWD/test/input:/input:ro" -v "$PWD/test/output:/output" mitotype-midog25
+#
+# At run time /input is read-only, /tmp starts empty and there is no network: everything (code, torch,
+# weights) is inside the image, and the model is loaded once at build time to prove it works offline.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG MODEL=src/mitotype/assets/default.pt
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    MITOTYPE_CACHE=/tmp/mitotype \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+# grand-challenge runs containers as a non-root user
+RUN groupadd -r user && useradd -m --no-log-init -r -g user user
+WORKDIR /opt/app
+
+# torch first, from the wheel index chosen above (CPU wheels keep the image ~1 GB instead of ~6 GB)
+RUN python -m pip install --index-url "${TORCH_INDEX}" torch torchvision
+
+COPY --chown=user:user pyproject.toml README.md ./
+COPY --chown=user:user src ./src
+RUN python -m pip install . && rm -rf src
+COPY --chown=user:user ${MODEL} /opt/app/model.pt
+
+USER user
+RUN python -c "from mitotype.models.modelfile import load_model; m = load_model('/opt/app/model.pt'); \
+print('model ok:', m.config.model.encoder, 'threshold', round(m.threshold, 4))" \
+    && mitotype challenge --help > /dev/null
+
+ENTRYPOINT ["mitotype", "challenge", "--input", "/input", "--output", "/output", "--model", "/opt/app/model.pt"]
