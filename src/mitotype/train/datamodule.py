@@ -79,12 +79,12 @@ class FigureDataModule(L.LightningDataModule):
 
             masks, _fallback = load_masks(everything, images, progress=self.progress)
 
-        def subset(idx: np.ndarray, augment) -> FigureDataset:
+        def subset(idx: np.ndarray, augment, train: bool = True) -> FigureDataset:
             return FigureDataset(images[idx], labels[idx], masks=None if masks is None else masks[idx],
-                                 domains=domains[idx], transform=build_transform(cfg.model, augment))
+                                 domains=domains[idx], transform=build_transform(cfg.model, augment, train=train))
 
         self.train_set = subset(train_idx, cfg.augment)
-        self.val_set = subset(val_idx, None)
+        self.val_set = subset(val_idx, cfg.augment, train=False)  # eval, with the stain normalisation
         self.train_labels, self.train_domains = labels[train_idx], domains[train_idx]
         self.val_labels = labels[val_idx]
         self.domain_names = domain_names

@@ -70,13 +70,16 @@ def _check_resume(cfg: RunConfig, data_spec: str, val_spec: str | None, out_dir:
 
 
 def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any]:
-    from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+    from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, ModelCheckpoint, ModelSummary,
+                                             TQDMProgressBar)
 
     from mitotype.train.callbacks import EpochHistory
 
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_bacc",
                                  mode="max", save_top_k=1, save_last=True, enable_version_counter=False)
     callbacks: list = [checkpoint, EpochHistory(out_dir)]
+    if progress:  # tqdm, like every other progress bar of mitotype
+        callbacks += [TQDMProgressBar(), ModelSummary(max_depth=1)]
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor="val_bacc", mode="max", check_finite=False,
                                        patience=cfg.train.early_stopping_patience))

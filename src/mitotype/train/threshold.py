@@ -56,5 +56,6 @@ def tune_threshold(labels, probs) -> float:
         elif not flag and start is not None:
             runs.append((float(np.clip(lower[i - 1], 0.0, 1.0)), float(np.clip(upper[start], 0.0, 1.0))))
             start = None
-    lo, hi = max(runs, key=lambda r: (r[1] - r[0], -abs(0.5 * (r[0] + r[1]) - 0.5)))
+    # Widths compared to 1e-9 so that float noise does not break a tie.
+    lo, hi = max(runs, key=lambda r: (round(r[1] - r[0], 9), -abs(0.5 * (r[0] + r[1]) - 0.5)))
     return 0.5 * (lo + hi)
