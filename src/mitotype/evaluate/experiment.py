@@ -14,7 +14,7 @@ An experiment YAML (see ``experiments/`` and docs/EVALUATION.md)::
       mtl: {base: configs/cpu_mtl.yaml, overrides: [model.segmentation.weight=0.5]}
     reference: stl             # paired differences are taken against this config
     overrides: [train.epochs=8]          # applied to every run
-    evaluate: {n_boot: 1000, tta: false, batch_size: 128, device: auto}
+    evaluate: {n_boot: 1000, tta: false, batch_size: 128, device: auto, plots: true}
     metrics: [balanced_accuracy, auroc]  # tabulated; the first one is plotted
     subsample: null            # N: a fixed, label-stratified random subset of N figures (smoke tests)
 
@@ -53,7 +53,7 @@ from mitotype.io import atomic_write, provenance, write_json, write_text
 KINDS = ("published", "kfold", "lodo")
 TOP_KEYS = {"name", "data", "seeds", "protocols", "configs", "reference", "overrides", "evaluate", "metrics",
             "subsample", "description"}
-EVAL_KEYS = {"n_boot", "tta", "batch_size", "device", "seed"}
+EVAL_KEYS = {"n_boot", "tta", "batch_size", "device", "seed", "plots"}
 log = logging.getLogger("mitotype.experiment")
 
 
@@ -354,7 +354,7 @@ def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_ove
     result = evaluate([model_path], f"manifest:{run_dir / 'test.csv'}", run_dir / "eval", figures=test_figs,
                       tta=bool(ev.get("tta", False)), batch_size=int(ev.get("batch_size", 64)),
                       device=eval_device(exp, cfg), n_boot=int(ev.get("n_boot", 1000)),
-                      seed=int(ev.get("seed", 0)))
+                      seed=int(ev.get("seed", 0)), plots_and_report=bool(ev.get("plots", True)))
     status = {"run": run.id, "config": run.config, "protocol": run.protocol, "part": run.part,
               "test_set": run.test_set, "seed": run.seed, "n_train": len(train_figs), "n_test": len(test_figs),
               "train_seconds": json.loads((train_dir / "done.json").read_text())["seconds"], "eval_seconds": round(time.time() - t1, 1),
@@ -388,7 +388,8 @@ def _collect(runs: list[Run], runs_dir: Path) -> dict[tuple[str, str, int], dict
         if len(parts) != need[key]:
             continue
         t = pd.concat(parts, ignore_index=True)
-        t["key"] = t["path"].astype(str) + "#" + t["page"].astype(str)
+        # identity of a figure: path and page (pandas' NA must not leak into the key: NA != NA)
+        t["key"] = [f"{path}#{'' if pd.isna(page) else int(page)}" for path, page in zip(t["path"], t["page"])]
         t = t.sort_values("key", kind="mergesort").reset_index(drop=True)
         out[key] = {"key": t["key"].to_numpy(), "labels": t["label"].to_numpy(np.int64),
                     "probs": t["p_atypical"].to_numpy(float), "threshold": t["threshold"].to_numpy(float),

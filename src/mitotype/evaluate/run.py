@@ -119,8 +119,11 @@ def read_predictions(path: str | Path) -> Any:
 
 def write_evaluation(out_dir: str | Path, figures: Sequence, probs: np.ndarray, threshold: float, spec: str,
                      models: Sequence[dict[str, Any]], members: np.ndarray | None = None,
-                     n_boot: int = 1000, seed: int = 0, **extra: Any) -> dict[str, Any]:
-    """Everything ``evaluate`` writes, from the probabilities alone (the experiment runner reuses it)."""
+                     n_boot: int = 1000, seed: int = 0, plots_and_report: bool = True,
+                     **extra: Any) -> dict[str, Any]:
+    """Everything ``evaluate`` writes, from the probabilities alone (the experiment runner reuses it).
+
+    ``plots_and_report=False`` writes only metrics.json, predictions.csv and run.json (large grids)."""
     out = Path(out_dir)
     labels = np.array([f.label for f in figures], dtype=np.int64)
     probs = np.asarray(probs, dtype=float)
@@ -137,13 +140,14 @@ def write_evaluation(out_dir: str | Path, figures: Sequence, probs: np.ndarray, 
                 if k in M.METRICS}}
             for info, p in zip(models, members)]
     write_predictions(out / "predictions.csv", figures, probs, threshold, members)
-    plots.roc_plot(labels, probs, threshold, out / PLOTS["ROC"], auroc=result["auroc"])
-    plots.confusion_plot(result["confusion"], out / PLOTS["Confusion matrix"])
-    plots.domain_plot(result, out / PLOTS["Balanced accuracy per domain"])
-    plots.reliability_plot(cal, out / PLOTS["Reliability diagram"])
     prov = provenance(spec=spec, threshold=threshold, n_boot=n_boot, seed=seed, models=list(models), **extra)
     write_json(out / "run.json", prov)
-    write_text(out / "report.md", evaluation_report(result, models, spec, PLOTS, prov, cal))
+    if plots_and_report:
+        plots.roc_plot(labels, probs, threshold, out / PLOTS["ROC"], auroc=result["auroc"])
+        plots.confusion_plot(result["confusion"], out / PLOTS["Confusion matrix"])
+        plots.domain_plot(result, out / PLOTS["Balanced accuracy per domain"])
+        plots.reliability_plot(cal, out / PLOTS["Reliability diagram"])
+        write_text(out / "report.md", evaluation_report(result, models, spec, PLOTS, prov, cal))
     write_json(out / "metrics.json", result)  # last: its presence marks a finished evaluation
     return result
 
@@ -151,7 +155,7 @@ def write_evaluation(out_dir: str | Path, figures: Sequence, probs: np.ndarray, 
 def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, tta: bool = False,
              batch_size: int = 64, device: str = "auto", n_boot: int = 1000, threshold: float | None = None,
              size_policy: str = "center-crop", seed: int = 0, progress: bool = False,
-             figures: Sequence | None = None) -> dict[str, Any]:
+             figures: Sequence | None = None, plots_and_report: bool = True) -> dict[str, Any]:
     """Evaluate one model file, or the mean probability of several, on the figures ``spec`` names.
 
     ``figures`` (optional) replaces reading ``spec``: the experiment runner passes a held-out subset and
@@ -174,6 +178,6 @@ def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, 
     members = predict_members(models, images, batch_size=batch_size, tta=tta, device=device,
                               progress=progress)
     return write_evaluation(out_dir, figures, members.mean(axis=0), t, spec, infos, members=members,
-                            n_boot=n_boot, seed=seed, tta=tta, device=device, size_policy=size_policy,
+                            n_boot=n_boot, seed=seed, plots_and_report=plots_and_report, tta=tta, device=device, size_policy=size_policy,
                             threshold_source="--threshold" if threshold is not None else
                             ("model file" if len(models) == 1 else "mean of the models' thresholds"))
