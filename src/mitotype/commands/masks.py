@@ -9,7 +9,8 @@ Writes into DIR:
   masks_report.json   n, n_fallback, fallback_rate, centre_hit_rate, area percentiles (pixels), and the same
                       per class and per domain; parameters and provenance
   masks_report.md     the same as tables
-  gallery.png         crops with mask contours: random atypical and normal figures, fallbacks, misses
+  gallery.png         crops with mask contours: random atypical and normal figures, fallbacks,
+                      masks missing the centre region, the largest and the smallest masks
 
 The masks are also cached (mitotype.data.cache_dir('masks')), which is what training reads. The method and
 what it gets wrong: docs/MASKS.md.
@@ -238,6 +239,11 @@ def _gallery(path, figures, images, masks, fallback, stats, per_class: int, seed
     if idx.size:
         panels.append(("from the image, not covering the centre region",
                        rng.choice(idx, min(8, idx.size), replace=False)))
+    # the extremes are where merges with neighbours (largest) and partial figures (smallest) show up
+    order = np.flatnonzero(~fallback)[np.argsort(stats["area"][~fallback], kind="stable")]
+    if order.size >= 16:
+        panels.append(("largest masks from the image", order[::-1][:8]))
+        panels.append(("smallest masks from the image", order[:8]))
     cols = 8
     heights = [-(-len(ix) // cols) for _, ix in panels]
     fig = plt.figure(figsize=(2.0 * cols, 2.2 * sum(heights) + 0.4 * len(panels)), layout="constrained")
