@@ -1,11 +1,50 @@
-"""(not built yet)"""
+"""Speed and memory benchmarks, printed as a table (numbers of this machine: docs/PERFORMANCE.md).
+
+Inference of the default model (PyTorch eager NCHW / channels-last / bf16 vs onnxruntime fp32 / int8,
+batch 1, 16, 64, 256, 1 and 2 threads), end to end on the real 16-crop track-2 stack, the challenge
+baseline's architecture (timm efficientnetv2_m, 224 px) against ours, FLOPs per patch and the fraction of
+this CPU's estimated peak, and training steps of single-task vs multi-task vs the paper's ResNet-50 (speed
+and peak RSS, each in its own process). Every figure is a median of several runs; ratios compare figures of
+the same run. Without a shipped default model the architecture of configs/cpu_mtl.yaml is used (random
+weights: weights do not change speed).
+
+Examples:
+  mitotype bench --quick                       # about a minute
+  mitotype bench --out bench.json              # the full run (at most ~10 minutes on 2 cores)
+  mitotype bench --sections inference flops
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+SECTIONS = ("inference", "baseline", "flops", "training")
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer settings (batch 1 and 64, 2 threads, no bf16/int8, no ResNet-50 training)")
+    parser.add_argument("--out", metavar="FILE.json",
+                        help="also write every row, the machine and the load averages to this JSON file")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which parts to run (default: all; flops uses the inference/baseline rows "
+                             "of the same run for its percentage of peak)")
 
 
-def run(args):
-    from mitotype.errors import MitotypeError
+def run(args: argparse.Namespace) -> int:
+    import os
 
-    raise MitotypeError("this command is not built yet")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mitotype.bench import run_all, table
+    from mitotype.io import write_json
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    result = run_all(quick=args.quick, sections=tuple(args.sections), progress=progress)
+    print(table(result))
+    if args.out:
+        write_json(args.out, result)
+        print(f"written: {args.out}", file=sys.stderr)
+    return 0

@@ -241,7 +241,9 @@ def _load_ground_truth(path: Path) -> dict[str, dict]:
         raise MitotypeError(f"{path}: ground-truth JSON not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MitotypeError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "image" in e and "labels" in e
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("image"), str)
+                                                 and isinstance(e.get("labels"), list)
+                                                 and isinstance(e.get("tumordomains", []), (list, type(None)))
                                                  for e in entries):
         raise MitotypeError(f"{path}: expected the track-2 ground-truth format, a list of "
                             '{"image": ..., "labels": [...], "tumordomains": [...]}')
@@ -278,6 +280,9 @@ def read_stack(file_or_dir: str, gt: str | None = None) -> list[Figure]:
                                     f"{n} pages")
             labels = [parse_label(v, f"{gt} ({stack.name} page {i})") for i, v in enumerate(entry["labels"])]
             if entry.get("tumordomains") is not None:
+                if len(entry["tumordomains"]) != n:
+                    raise MitotypeError(f"{gt}: {stack.name} has {len(entry['tumordomains'])} tumordomains but "
+                                        f"the stack has {n} pages")
                 domains = [str(d) for d in entry["tumordomains"]]
         for page in range(n):
             figures.append(Figure(path=str(stack), label=labels[page], domain=domains[page], group=stack.name,
