@@ -35,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
     from mitotype.evaluate.experiment import run_experiment
 
+    command = "mitotype " + shlex.join(sys.argv[1:]) if "experiment" in sys.argv[1:] else None
     run_experiment(args.config, args.out, dry_run=args.dry_run, overrides=args.overrides, data=args.data,
-                   only=args.only)
+                   only=args.only, command=command)
     return 0

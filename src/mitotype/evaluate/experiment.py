@@ -54,7 +54,7 @@ KINDS = ("published", "kfold", "lodo")
 TOP_KEYS = {"name", "data", "seeds", "protocols", "configs", "reference", "overrides", "evaluate", "metrics",
             "subsample", "description"}
 EVAL_KEYS = {"n_boot", "tta", "batch_size", "device", "seed", "plots"}
-log = logging.getLogger("mitotype.experiment")
+_OWN_HANDLER_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
 # --- the experiment file --------------------------------------------------------------------------------
@@ -282,12 +282,14 @@ class _Tee(io.TextIOBase):
 
     def write(self, text: str) -> int:
         self.console.write(text)
-        self.log_file.write(text)
+        if not self.log_file.closed:  # a library may keep this stream after the run ended
+            self.log_file.write(text)
         return len(text)
 
     def flush(self) -> None:
         self.console.flush()
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
 
     def isatty(self) -> bool:  # no carriage-return progress bars into log files
         return False
@@ -307,13 +309,16 @@ def _logged(path: Path) -> Iterator[None]:
     with path.open("a") as fh:
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
+        # Lightning's loggers do not propagate to the root logger when it had no handler at import time.
+        loggers = [logging.getLogger(name) for name in ("", *_OWN_HANDLER_LOGGERS)]
+        for logger in loggers:
+            logger.addHandler(handler)
         try:
             with contextlib.redirect_stdout(_Tee(sys.stdout, fh)), contextlib.redirect_stderr(_Tee(sys.stderr, fh)):
                 yield
         finally:
-            root.removeHandler(handler)
+            for logger in loggers:
+                logger.removeHandler(handler)
 
 
 def _say(log_path: Path, text: str) -> None:
@@ -477,7 +482,7 @@ def results_markdown(exp: Experiment, rows: list[dict[str, Any]], info: dict[str
     out += ["![results](results.png)", "", "## Runs", "",
             f"{info['done']} of {info['total']} runs finished; {info['failed']} failed this time; "
             f"wall time of this invocation {info['seconds']:.0f} s.", "",
-            "Reproduce: `" + " ".join(info["argv"]) + "`", ""]
+            f"Reproduce: `{info['command']}`", ""]
     return "\n".join(out)
 
 
@@ -494,7 +499,8 @@ def write_results(exp: Experiment, runs: list[Run], out: Path, info: dict[str, A
     with atomic_write(out / "results.csv", newline="") as fh:
         table.to_csv(fh, index=False)
     primary = exp.metrics[0]
-    experiment_plot([r for r in rows if r["metric"] == primary], out / "results.png", metric=primary)
+    experiment_plot([r for r in rows if r["metric"] == primary], out / "results.png", metric=primary,
+                    reference=exp.reference)
     path = out / "results.md"
     write_text(path, results_markdown(exp, rows, info))
     return path
@@ -524,11 +530,13 @@ def describe(exp: Experiment, runs: list[Run], out: Path) -> str:
 
 
 def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run: bool = False,
-                   overrides: Sequence[str] = (), data: str | None = None, only: str | None = None) -> Path:
+                   overrides: Sequence[str] = (), data: str | None = None, only: str | None = None,
+                   command: str | None = None) -> Path:
     """Run (or resume) every run of the experiment, then write the table; returns ``results.md``.
 
     ``overrides`` (``KEY=VALUE``) apply to every run after the experiment's own (e.g. ``train.accelerator=gpu``);
     ``only`` restricts this invocation to runs whose id contains it (the table still covers all finished runs).
+    ``command``: the command line to print as "Reproduce" in results.md.
     """
     exp = load_experiment(path, data=data)
     out = Path(out_dir) if out_dir else Path("runs") / "experiments" / exp.name
@@ -547,6 +555,8 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
                  for k, v in exp.configs.items()},
         overrides=exp.overrides, cli_overrides=list(overrides), evaluate=exp.evaluate, subsample=exp.subsample,
         n_figures=len(figures)))
+    import mitotype.train.run  # noqa: F401 - Lightning binds its log handler to stderr at import: the real one
+
     t0, failed = time.time(), []
     log_path = out / "experiment.log"
     _say(log_path, f"experiment {exp.name}: {len(todo)} runs, out {out}")
@@ -570,7 +580,7 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
                            f"see {run_dir / 'run.log'}")
     done = sum(run_state(out / "runs" / r.id) == "done" for r in runs)
     info = {"done": done, "total": len(runs), "failed": len(failed), "seconds": time.time() - t0,
-            "argv": ["mitotype", *sys.argv[1:]] if Path(sys.argv[0]).name == "mitotype" else sys.argv}
+            "command": command or f"run_experiment({str(path)!r}, out_dir={str(out)!r})"}
     path = write_results(exp, runs, out, info)
     _say(log_path, f"{done}/{len(runs)} runs finished; table: {path}")
     if failed:

@@ -121,28 +121,40 @@ def reliability_plot(calibration: Mapping[str, Any], path: str | Path) -> None:
     _save(fig, path)
 
 
-def experiment_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, metric: str = "balanced_accuracy"
-                    ) -> None:
-    """One panel per test set: ``metric`` (mean over seeds, bars = sd; dots = single seeds) per config.
+def experiment_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, metric: str = "balanced_accuracy",
+                    reference: str | None = None) -> None:
+    """Per test set (columns): ``metric`` per config, mean ± sd over seeds with the single seeds as dots
+    (top), and the paired difference to the reference config with its bootstrap 95% interval (bottom).
 
-    ``rows``: dicts with ``test_set``, ``config``, ``mean``, ``sd``, ``values`` (per seed).
+    ``rows``: dicts with ``test_set``, ``config``, ``mean``, ``sd``, ``values`` (per seed), ``delta``,
+    ``delta_ci_low``, ``delta_ci_high``.
     """
     plt = _pyplot()
-    test_sets = list(dict.fromkeys(r["test_set"] for r in rows))
+    test_sets = list(dict.fromkeys(r["test_set"] for r in rows)) or ["(no finished runs)"]
     configs = list(dict.fromkeys(r["config"] for r in rows))
-    fig, axes = plt.subplots(1, len(test_sets), figsize=(1.2 + 0.9 * len(configs) * len(test_sets) + 1.5, 3.8),
-                             sharey=True, squeeze=False)
-    for ax, test_set in zip(axes[0], test_sets):
+    width = 1.5 + max(2.2, 0.8 * len(configs)) * len(test_sets)
+    fig, axes = plt.subplots(2, len(test_sets), figsize=(width, 6.4), sharey="row", squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    label = metric.replace("_", " ")
+    for col, test_set in enumerate(test_sets):
+        top, bottom = axes[0][col], axes[1][col]
         for x, config in enumerate(configs):
             r = next((r for r in rows if r["test_set"] == test_set and r["config"] == config), None)
             if r is None or r["mean"] is None:
                 continue
             vals = [v for v in r["values"] if v is not None]
-            ax.errorbar(x, r["mean"], yerr=r["sd"] or 0, fmt="o", color=f"C{x}", capsize=4, ms=7)
-            ax.plot(np.full(len(vals), x + 0.15), vals, ".", color=f"C{x}", alpha=0.6)
-        ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right")
-        ax.set_xlim(-0.5, len(configs) - 0.5)
-        ax.set_title(test_set, fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (mean ± sd over seeds)")
+            top.errorbar(x, r["mean"], yerr=r["sd"] or 0, fmt="o", color=f"C{x}", capsize=4, ms=7)
+            top.plot(np.full(len(vals), x + 0.15), vals, ".", color=f"C{x}", alpha=0.6)
+            if r.get("delta") is not None:
+                err = [[r["delta"] - r["delta_ci_low"]], [r["delta_ci_high"] - r["delta"]]]
+                bottom.errorbar(x, r["delta"], yerr=err, fmt="s", color=f"C{x}", capsize=4)
+        bottom.axhline(0, color="0.5", lw=1, ls="--")
+        for ax in (top, bottom):
+            ax.set_xlim(-0.5, max(len(configs), 1) - 0.5)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_xticks(range(len(configs)), configs if ax is bottom else [""] * len(configs),
+                          rotation=30, ha="right")
+        top.set_title(test_set, fontsize=9)
+    axes[0][0].set_ylabel(f"{label}\n(mean ± sd over seeds)")
+    axes[1][0].set_ylabel(f"Δ vs {reference or 'reference'}\n(95% bootstrap interval)")
     _save(fig, path)
