@@ -1,6 +1,8 @@
 """A small real model file, built once per test session (no training, no downloads).
 
-A randomly initialised MobileNetV2 with every dense head gives nearly the same output for every input
+A small timm MobileNetV3 with every dense head, reading 128 px crops and resizing them to a 64 px input
+(which also exercises the crop-to-input resize), keeps the tests fast on 2 CPU cores. Randomly
+initialised, such a network gives nearly the same output for every input
 (its activations shrink layer by layer under default batch-norm statistics), which would make
 agreement tests trivially true. So the batch-norm statistics are recomputed on real AMi-Br crops, and the
 threshold is set to the median P(atypical) of the 16 pages of the MIDOG25 track-2 example stack: the model
@@ -26,11 +28,11 @@ def amibr_pngs(amibr_root: Path, n: int, seed: int = 0) -> list[Path]:
     return [files[i] for i in rng.permutation(len(files))]
 
 
-def normalise(images: np.ndarray, mean, std):
-    import torch
+def normalise(images: np.ndarray, model_cfg):
+    """As prediction prepares crops (models.inference.preprocess), in the default memory layout."""
+    from mitotype.models.inference import preprocess
 
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    return preprocess(images, model_cfg.crop_size, model_cfg.input_size, model_cfg.mean, model_cfg.std).contiguous()
 
 
 @pytest.fixture(scope="session")
@@ -45,13 +47,14 @@ def small_model(tmp_path_factory, amibr_root, track2_root) -> Path:
 
     torch.manual_seed(0)
     cfg = RunConfig()
-    cfg.model.encoder = "tv_mobilenet_v2"
+    cfg.model.encoder = "mobilenetv3_small_050"
     cfg.model.pretrained = False
+    cfg.model.input_size = 64
     for task in (cfg.model.segmentation, cfg.model.pixel_classes, cfg.model.localisation):
         task.enabled = True
     model = create_model(cfg.model)
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in amibr_pngs(amibr_root, AMIBR_SAMPLE)])
-    x = normalise(images, cfg.model.mean, cfg.model.std)
+    x = normalise(images, cfg.model)
     for module in model.modules():  # cumulative averages over the whole sample
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -62,7 +65,7 @@ def small_model(tmp_path_factory, amibr_root, track2_root) -> Path:
             model(batch, dense=False)
     model.eval()
     pages = np.stack([read_rgb(track2_root / "input" / "stack_5.tiff", page=i) for i in range(16)])
-    probs = model.predict_proba(normalise(pages, cfg.model.mean, cfg.model.std)).numpy()
+    probs = model.predict_proba(normalise(pages, cfg.model)).numpy()
     path = tmp_path_factory.mktemp("model") / "small.pt"
     save_model(path, model, cfg, threshold=float(np.median(probs)), extra={"purpose": "tests/predict"})
     return path

