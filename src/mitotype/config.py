@@ -102,6 +102,7 @@ class TrainConfig:
     val_fraction: float = 0.15  # slide-grouped validation part when no --val is given
     seed: int = 0
     num_workers: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores). 1 on a busy shared machine
     precision: str = "auto"  # auto | 32 | bf16-mixed
     channels_last: bool = True
     devices: str = "auto"

@@ -125,6 +125,8 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
     elif last.exists() or (out_dir / "model.pt").exists():
         raise MitotypeError(f"{out_dir}: already holds a run; pass --resume to continue it, or another --out")
     started = time.time()
+    if cfg.train.threads > 0:  # on a CPU shared with other jobs one thread is much faster (docs/TRAINING.md)
+        torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg)
 

@@ -1,10 +1,12 @@
 """Training-step throughput probe: patches/s for fp32 vs bf16 autocast, channels-last on/off.
 
-    python -m mitotype.train.speed --config configs/cpu_mtl.yaml --threads 2 [key=value ...]
+    python -m mitotype.train.speed --config configs/cpu_mtl.yaml --threads 1 [-- key=value ...]
+    python -m mitotype.train.speed --config configs/cpu_mtl.yaml --data SPEC --workers 0 1 --batches 6
 
-Times forward + backward + AdamW step of the configured network and loss on a synthetic batch with every
-training target (the data pipeline is not included: it is measured by a real run's seconds per epoch).
-Numbers from this machine are in docs/TRAINING.md.
+Without ``--data``: forward + backward + AdamW step of the configured network and loss on a synthetic
+batch with every training target (no data pipeline). With ``--data``: whole training steps on real data
+(augmentation, dense targets, DataLoader with each ``--workers`` setting). Both report patches per second of
+wall clock and per CPU-second (this process and its worker processes). Numbers: docs/TRAINING.md.
 """
 
 from __future__ import annotations
@@ -67,6 +69,47 @@ def measure(cfg, precision: str = "32", channels_last: bool = True, batch_size: 
     return batch_size / times[len(times) // 2], batch_size / cpu_times[len(cpu_times) // 2]
 
 
+def measure_loader(cfg, spec: str, workers: int, batches: int = 6, warmup: int = 1) -> tuple[float, float]:
+    """Training patches per second, ``(wall, cpu)``, of whole steps on real data through the DataLoader."""
+    import dataclasses
+    import resource
+
+    from torch.utils.data import DataLoader
+
+    from mitotype.models import create_model
+    from mitotype.models.losses import MultiTaskLoss
+    from mitotype.train.datamodule import FigureDataModule
+
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=workers))
+    data = FigureDataModule(cfg, spec, progress=False)
+    data.setup("fit")
+    model = create_model(cfg.model).train().to(memory_format=torch.channels_last)
+    loss_fn = MultiTaskLoss(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    n = 0
+    loader = iter(DataLoader(data.train_set, batch_size=cfg.train.batch_size, shuffle=True, num_workers=workers,
+                             drop_last=True))
+    for i in range(warmup + batches):
+        if i == warmup:  # worker start-up and first batches not timed
+            start, cpu_start, n = time.perf_counter(), cpu(), 0
+        batch = next(loader)
+        out = model(batch["image"].contiguous(memory_format=torch.channels_last))
+        total, _ = loss_fn(out, batch)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        n += batch["image"].shape[0]
+    wall = time.perf_counter() - start
+    del loader  # stops the workers: RUSAGE_CHILDREN counts them only once they have exited
+    used = cpu() - cpu_start
+    return n / wall, n / max(used, 1e-9)
+
+
 def main(argv: list[str] | None = None) -> None:
     from mitotype.config import load_config
 
@@ -77,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after 2 warm-up)")
     parser.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"])
     parser.add_argument("--channels-last", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--data", metavar="SPEC", help="time whole steps on these data instead (needs --workers)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0], help="DataLoader workers to try (--data)")
+    parser.add_argument("--batches", type=int, default=6, help="timed batches per setting (--data)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
     if args.threads:
@@ -84,6 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.overrides)
     print(f"load average {os.getloadavg()[0]:.1f}; encoder={cfg.model.encoder} input={cfg.model.input_size} tasks={cfg.model.dense_tasks} "
           f"swap={cfg.model.background_swap.enabled} threads={torch.get_num_threads()} batch={args.batch_size}")
+    if args.data:
+        cfg.train.batch_size = args.batch_size
+        for workers in args.workers:
+            wall, cpu = measure_loader(cfg, args.data, workers, args.batches)
+            print(f"workers={workers} {wall:7.1f} patches/s wall {cpu:7.1f} patches/CPU-s", flush=True)
+        return
     for precision in args.precision:
         for cl in args.channels_last:
             wall, cpu = measure(cfg, precision, cl == "on", args.batch_size, args.steps)
