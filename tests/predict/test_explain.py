@@ -47,3 +47,26 @@ def test_explain_maps_shapes(small_loaded, track2_root):
     assert maps["classes"].shape == (3, 3, size, size)
     np.testing.assert_allclose(maps["classes"].sum(1), 1, atol=1e-5)
     assert maps["cam"].shape == (3, size, size) and maps["cam"].max() <= 1 + 1e-6
+
+
+def test_model_without_dense_heads(tmp_path, track2_root):
+    """A classification-only model: mask and pixel-class panels say so, the CAM is still drawn."""
+    import torch
+
+    from mitotype.config import RunConfig
+    from mitotype.data.images import read_rgb
+    from mitotype.models import create_model
+    from mitotype.models.modelfile import load_model, save_model
+    from mitotype.predict.explain import explain_maps, figure_panel
+
+    torch.manual_seed(0)
+    cfg = RunConfig()
+    cfg.model.encoder, cfg.model.pretrained, cfg.model.input_size = "mobilenetv3_small_050", False, 64
+    save_model(tmp_path / "plain.pt", create_model(cfg.model), cfg, threshold=0.5)
+    loaded = load_model(tmp_path / "plain.pt")
+    page = read_rgb(track2_root / "input" / "stack_5.tiff", page=0)[None]
+    maps = explain_maps(loaded, page, device="cpu")
+    assert maps["mask"] is None and maps["classes"] is None and maps["cam"].shape == (1, 64, 64)
+    fig = figure_panel(page[0], "p0", float(maps["p"][0]), "normal", None, None, maps["cam"][0])
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "(no segmentation head)" in texts and "(no pixel-class head)" in texts
