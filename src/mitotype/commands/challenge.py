@@ -18,7 +18,8 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mitotype.commands.predict import add_model_arguments
 
-    parser.add_argument("--input", required=True, metavar="DIR", help="the job's input folder (/input in the container)")
+    parser.add_argument("--input", required=True, metavar="DIR",
+                        help="the job's input folder (/input in the container)")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="where multiple-mitotic-figure-classification.json goes (/output in the container)")
     add_model_arguments(parser)
