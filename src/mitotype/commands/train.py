@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from datetime import datetime, timezone
 
     from mitotype.config import load_config
@@ -70,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
     else:
+        # Lightning's DDP launcher re-runs this command in child processes with our environment: they must
+        # pick the same folder, not one with their own timestamp.
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{Path(config_path).stem}-{stamp}"
+        default = str(Path("runs") / f"{Path(config_path).stem}-{stamp}")
+        out = Path(os.environ.setdefault("MITOTYPE_RUN_DIR", default))
 
     from mitotype.train.run import train
 

@@ -67,6 +67,7 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] + 1 for r in rows]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
@@ -82,6 +83,7 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
     ax_val.legend(fontsize=8)
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -134,14 +134,19 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
     data.setup("fit")
     module = MitoModule(cfg, class_weights=data.class_weights(), domain_weights=data.domain_weights())
 
+    from lightning.pytorch.utilities import rank_zero_only
+
+    main_process = rank_zero_only.rank == 0  # DDP: only rank 0 writes the run folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if main_process:
+        write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     run_info = provenance(data_spec=data_spec, val_spec=val_spec, data=data.summary, precision=precision)
     if resume and (out_dir / "run.json").is_file():  # keep a trace of every earlier session of this run
         earlier = json.loads((out_dir / "run.json").read_text())
         run_info["earlier_sessions"] = earlier.pop("earlier_sessions", []) + [
             {k: earlier.get(k) for k in ("time_utc", "argv", "git_commit", "epochs_run", "finished_utc")}]
-    write_json(out_dir / "run.json", run_info)
+    if main_process:
+        write_json(out_dir / "run.json", run_info)
 
     run_callbacks, checkpoint = _callbacks(cfg, out_dir, progress)
     t = cfg.train

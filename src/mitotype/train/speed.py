@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    print(f"load average {os.getloadavg()[0]:.1f}; encoder={cfg.model.encoder} input={cfg.model.input_size} tasks={cfg.model.dense_tasks} "
+    print(f"load average {os.getloadavg()[0]:.1f}; encoder={cfg.model.encoder} input={cfg.model.input_size} "
+          f"tasks={cfg.model.dense_tasks} "
           f"swap={cfg.model.background_swap.enabled} threads={torch.get_num_threads()} batch={args.batch_size}")
     if args.data:
         cfg.train.batch_size = args.batch_size
