@@ -158,6 +158,7 @@ def test_background_swap_keeps_figure_and_takes_other_domain_background():
     total, parts = MultiTaskLoss(cfg)(Outputs(logits), {"label": torch.zeros(4, dtype=torch.long),
                                                        "image": images}, swapped=Outputs(logits.flip(0)))
     assert parts["background_swap"] > 0
+    torch.testing.assert_close(total, parts["class"] + parts["background_swap"])
     _, same = MultiTaskLoss(cfg)(Outputs(logits), {"label": torch.zeros(4, dtype=torch.long), "image": images},
                                  swapped=Outputs(logits))
     assert same["background_swap"].abs() < 1e-6

@@ -70,8 +70,7 @@ def test_shared_decoder():
     out = model(torch.rand(2, 3, 64, 64))
     assert out.classes.shape == (2, 3, 64, 64)
     separate = create_model(make_cfg())
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert n(model) < n(separate)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in separate.parameters())
 
 
 def test_head_has_three_linear_layers_with_configured_widths():

@@ -8,7 +8,13 @@ import torch
 from mitotype.config import RunConfig, TaskConfig
 from mitotype.errors import MitotypeError
 from mitotype.models import create_model
-from mitotype.models.modelfile import FORMAT, default_model_path, load_model, read_payload, save_model
+from mitotype.models.modelfile import (
+    FORMAT,
+    default_model_path,
+    load_model,
+    read_payload,
+    save_model,
+)
 
 
 @pytest.fixture(autouse=True)
