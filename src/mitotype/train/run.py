@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # bf16 autocast was slower than fp32 there, so auto keeps fp32 on CPUs.
 CPU_AUTO_PRECISION = "32-true"
 # Settings that may change when a run is resumed; anything else must match the saved config.
-RESUMABLE = {"epochs", "num_workers", "devices", "num_nodes", "accelerator", "strategy",
+RESUMABLE = {"epochs", "num_workers", "threads", "devices", "num_nodes", "accelerator", "strategy",
              "early_stopping_patience"}
 
 
@@ -174,7 +174,11 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
         best_epoch = trainer.current_epoch - 1
     device = torch.device("cuda") if torch.cuda.is_available() and not on_cpu else torch.device("cpu")
     probs, labels = predict_loader(module.model, data.val_dataloader(), device, t.channels_last)
-    threshold = tune_threshold(labels, probs)
+    try:
+        threshold = tune_threshold(labels, probs)
+    except MitotypeError as exc:  # e.g. a validation set with one class: keep the model, say so
+        log.warning("threshold not tuned (%s); using 0.5", exc)
+        threshold = 0.5
     val_metrics = {
         "tuned": validation_metrics(labels, probs, threshold),
         "at_0.5": validation_metrics(labels, probs, 0.5),
