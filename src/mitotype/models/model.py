@@ -47,13 +47,10 @@ class MitoNet(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------------------
     def _dense(self, features: list[torch.Tensor], tasks: list[str], size) -> dict[str, torch.Tensor]:
-        out = {}
-        if "shared" in self.decoders:
+        if "shared" in self.decoders and tasks:
             shared = self.decoders["shared"](features)
             return {t: self.dense_heads[t](shared, size) for t in tasks}
-        for t in tasks:
-            out[t] = self.dense_heads[t](self.decoders[t](features), size)
-        return out
+        return {t: self.dense_heads[t](self.decoders[t](features), size) for t in tasks}
 
     def forward(self, x: torch.Tensor, dense: bool | None = None) -> Outputs:
         """``dense=None``: decoders in training mode only; True/False forces them on/off."""
