@@ -124,3 +124,16 @@ def test_validation_metrics_and_inverse_frequency():
     w = inverse_frequency(np.array([0, 0, 0, 1]), 2)
     assert w.tolist() == pytest.approx([4 / 6, 2.0])
     assert (w[np.array([0, 0, 0, 1])]).mean() == pytest.approx(1.0)
+
+
+def test_onecycle_and_unknown_schedule():
+    from mitotype.errors import MitotypeError
+
+    module = MitoModule(_cfg("train.schedule=onecycle", "train.lr=0.01", "train.epochs=2"))
+    module.trainer = SimpleNamespace(estimated_stepping_batches=20)
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps == 20
+    module = MitoModule(_cfg("train.schedule=linear"))
+    module.trainer = SimpleNamespace(estimated_stepping_batches=20)
+    with pytest.raises(MitotypeError, match="train.schedule"):
+        module.configure_optimizers()
