@@ -126,9 +126,10 @@ def test_grid_resume_and_table(grid, tmp_path, monkeypatch):
     md = (out / "results.md").read_text()
     assert "## balanced_accuracy" in md and "| mtl |" in md and "Δ" in md
 
-    # A third invocation trains nothing.
-    run_experiment(grid, out)
+    # A third invocation trains nothing; a changed config is flagged on the finished runs, not hidden.
+    run_experiment(grid, out, overrides=["train.lr=0.5"])
     assert len(fake.calls) == 13
+    assert "WARNING: trained with another config (train.lr: 0.001 -> 0.5)" in (out / "experiment.log").read_text()
 
 
 def test_table_statistics_from_stored_predictions(tmp_path):

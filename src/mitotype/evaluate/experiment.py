@@ -329,12 +329,35 @@ def _say(log_path: Path, text: str) -> None:
         fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
+HARDWARE_KEYS = {"accelerator", "devices", "strategy", "num_nodes", "num_workers", "precision"}
+
+
+def config_changes(run_dir: Path, cfg: Any) -> str:
+    """What differs between the config a finished run was trained with and the current one ('' = nothing);
+    hardware settings do not count."""
+    saved_path = run_dir / "train" / "config.yaml"
+    if not saved_path.is_file():
+        return ""
+    from mitotype.config import config_from_dict
+
+    try:
+        saved = config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path)).to_dict()
+    except (MitotypeError, yaml.YAMLError):
+        return f"{saved_path} unreadable"
+    new = cfg.to_dict()
+    diffs = [f"{sec}.{key}: {saved[sec].get(key)!r} -> {value!r}" for sec, section in new.items()
+             for key, value in section.items()
+             if saved.get(sec, {}).get(key) != value and not (sec == "train" and key in HARDWARE_KEYS)]
+    return "; ".join(diffs)
+
+
 def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_overrides: Sequence[str] = ()
                 ) -> dict[str, Any]:
     """Train on the run's train part, evaluate on its test part; resumable at both steps."""
     from mitotype.evaluate.run import evaluate
     from mitotype.train.run import train
 
+    run_dir = run_dir.resolve()  # the trainer's resume check compares the data spec (this path) verbatim
     state = run_state(run_dir)
     cfg = run_config(exp, run.config, run.seed, cli_overrides)
     train_figs = [figures[i] for i in run.train_idx]
@@ -563,7 +586,9 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
     for i, run in enumerate(todo, 1):
         run_dir = out / "runs" / run.id
         if run_state(run_dir) == "done":
-            _say(log_path, f"[{i}/{len(todo)}] {run.id}: done, skipped")
+            stale = config_changes(run_dir, run_config(exp, run.config, run.seed, overrides))
+            _say(log_path, f"[{i}/{len(todo)}] {run.id}: done, skipped" + (
+                f" -- WARNING: trained with another config ({stale}); delete {run_dir} to redo it" if stale else ""))
             continue
         _say(log_path, f"[{i}/{len(todo)}] {run.id}: start ({run_state(run_dir)})")
         try:
