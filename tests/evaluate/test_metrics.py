@@ -86,6 +86,9 @@ def test_intervals_contain_point_and_resample_slides():
     # here, since groups are assigned at random (no real clustering) -- just check the unit switches.
     by_figure = compute_metrics(labels, probs, 0.5, n_boot=200)
     assert by_figure["bootstrap"]["unit"] == "figure"
+    # one group per figure (folder: specs) is figure-level resampling, and is reported as such
+    own = compute_metrics(labels, probs, 0.5, groups=[f"img{i}" for i in range(len(labels))], n_boot=10)
+    assert own["bootstrap"]["unit"] == "figure" and own["bootstrap"]["n_units"] == len(labels)
     assert by_figure["per_domain"] == {}
 
 

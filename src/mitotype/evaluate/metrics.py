@@ -97,7 +97,8 @@ def bootstrap_units(labels: np.ndarray, groups: Sequence[Any] | None) -> tuple[n
         groups = np.asarray([("" if g is None else str(g)) for g in groups])
         if len(groups) != len(labels):
             raise MitotypeError(f"metrics: {len(groups)} groups for {len(labels)} figures")
-        if (groups != "").all():
+        # every figure in a group of its own (e.g. ``folder:`` specs) is figure-level resampling: say so
+        if (groups != "").all() and len(np.unique(groups)) < len(groups):
             return groups, "group"
     return np.arange(len(labels)).astype(str), "figure"
 

@@ -34,7 +34,7 @@ def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, 
                       calibration: Mapping[str, Any] | None = None) -> str:
     """Markdown text; ``plots`` maps a caption to a PNG path relative to the report."""
     boot = metrics["bootstrap"]
-    unit = "slides (groups)" if boot["unit"] == "group" else "figures (no groups known)"
+    unit = "groups (slides or cases)" if boot["unit"] == "group" else "figures (no shared slides known)"
     kind = "model" if len(models) == 1 else f"ensemble of {len(models)} models (mean P(atypical))"
     out = [
         "# mitotype evaluation",
