@@ -5,7 +5,7 @@ result -- never another exception, a hang (hypothesis ``deadline``) or silently 
 is checked wherever the format allows: a truncated CSV may only yield a prefix of the real rows, a
 truncated PNG only the real pixels; formats without checksums (TIFF pixel data) may change pixel values
 under a bit flip, and that is all they may do. The model file has its own test module
-(tests/test_robustness_modelfile.py).
+(tests/models/test_fuzz_modelfile.py).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def attempt(fn):
 def png(amibr_root):
     from mitotype.data.images import read_rgb
 
-    path = sorted((amibr_root / "patches" / "atypical").glob("*.png"))[0]
+    path = min((amibr_root / "patches" / "atypical").glob("*.png"))
     return path.read_bytes(), read_rgb(path)
 
 
