@@ -98,7 +98,7 @@ def test_write_evaluation_from_probabilities(tmp_path, test_figures):
     result = write_evaluation(tmp_path, test_figures, probs, 0.5, "amibr:test-subset", info, n_boot=200)
     for name in OUTPUTS:
         assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
-    m, p = _check_against_sklearn(tmp_path, 0.5)
+    m, _ = _check_against_sklearn(tmp_path, 0.5)
     assert m == json.loads(json.dumps(result))
     assert set(m["per_domain"]) == {"MIDOG21", "TUPAC16"}
     assert m["bootstrap"]["unit"] == "group"  # AMi-Br slides are known: slides are resampled
@@ -117,7 +117,7 @@ def test_evaluate_uses_the_model_files_threshold(tmp_path, test_figures, model_f
     result = evaluate([model_files[0]], "amibr:subset", tmp_path, figures=test_figures, n_boot=50,
                       device="cpu")
     assert result["threshold"] == pytest.approx(0.47)
-    m, p = _check_against_sklearn(tmp_path, 0.47)
+    _, p = _check_against_sklearn(tmp_path, 0.47)
     expected = predict_proba([load_model(model_files[0])], load_images(test_figures, 128))
     assert expected.std() > 1e-3 and 0 < (expected >= 0.47).mean() < 1  # a test that can fail
     np.testing.assert_allclose(p["p_atypical"], expected, atol=1e-6)

@@ -490,10 +490,10 @@ def results_markdown(exp: Experiment, rows: list[dict[str, Any]], info: dict[str
     test_sets = list(dict.fromkeys(r["test_set"] for r in rows))
     out = [f"# Experiment {exp.name}", "",
            f"Data: `{exp.data}`; seeds {exp.seeds}; reference config: `{exp.reference}`.  ",
-           "Cells: mean ± sd over seeds (n = seeds finished); Δ = mean paired difference to the reference "
-           "(same seeds, same test figures) with a 95% bootstrap interval resampling the test set's slides.  ",
-           "`kfold` pools the out-of-fold predictions of all folds per seed; `lodo:X` is trained without "
-           "domain X and tested on X.", ""]
+           ("Cells: mean ± sd over seeds (n = seeds finished); Δ = mean paired difference to the reference "
+            "(same seeds, same test figures) with a 95% bootstrap interval resampling the test set's slides.  "),
+           ("`kfold` pools the out-of-fold predictions of all folds per seed; `lodo:X` is trained without "
+            "domain X and tested on X."), ""]
     for metric in exp.metrics:
         out += [f"## {metric}", "", "| config | " + " | ".join(test_sets) + " |",
                 "|---|" + "---|" * len(test_sets)]
@@ -503,8 +503,8 @@ def results_markdown(exp: Experiment, rows: list[dict[str, Any]], info: dict[str
             out.append(f"| {config} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["![results](results.png)", "", "## Runs", "",
-            f"{info['done']} of {info['total']} runs finished; {info['failed']} failed this time; "
-            f"wall time of this invocation {info['seconds']:.0f} s.", "",
+            (f"{info['done']} of {info['total']} runs finished; {info['failed']} failed this time; "
+             f"wall time of this invocation {info['seconds']:.0f} s."), "",
             f"Reproduce: `{info['command']}`", ""]
     return "\n".join(out)
 
@@ -544,8 +544,8 @@ def load_data(exp: Experiment) -> list:
 
 
 def describe(exp: Experiment, runs: list[Run], out: Path) -> str:
-    lines = [f"{len(runs)} runs ({len(exp.configs)} configs x {len(exp.seeds)} seeds x parts of "
-             f"{len(exp.protocols)} protocols) in {out / 'runs'}:"]
+    lines = [(f"{len(runs)} runs ({len(exp.configs)} configs x {len(exp.seeds)} seeds x parts of "
+              f"{len(exp.protocols)} protocols) in {out / 'runs'}:")]
     for run in runs:
         lines.append(f"  {run.id:48s} train {len(run.train_idx):5d}  test {len(run.test_idx):5d}  "
                      f"[{run_state(out / 'runs' / run.id)}]")

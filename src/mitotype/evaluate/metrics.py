@@ -113,16 +113,16 @@ def summarise(labels: np.ndarray, probs: np.ndarray, threshold: float, groups: S
     point = weighted_metrics(labels, probs, threshold, np.ones((1, len(labels))))
     out: dict[str, Any] = {name: _value(point[name][0]) for name in METRICS}
     pred = predict_class(probs, threshold)
-    out.update(n=int(len(labels)), n_atypical=int(labels.sum()), n_predicted_atypical=int(pred.sum()),
+    out.update(n=len(labels), n_atypical=int(labels.sum()), n_predicted_atypical=int(pred.sum()),
                confusion={"tp": int(((labels == 1) & (pred == 1)).sum()),
                           "fn": int(((labels == 1) & (pred == 0)).sum()),
                           "tn": int(((labels == 0) & (pred == 0)).sum()),
                           "fp": int(((labels == 0) & (pred == 1)).sum())})
     units, unit = bootstrap_units(labels, groups)
-    out["ci95" if level == 0.95 else f"ci{round(level * 100)}"] = (
+    out["ci95" if level == 0.95 else f"ci{round(level * 100):d}"] = (
         _intervals(labels, probs, threshold, units, n_boot, seed, level) if n_boot > 0
         else {name: None for name in METRICS})
-    out["bootstrap"] = {"n_boot": int(n_boot), "unit": unit, "n_units": int(len(np.unique(units))),
+    out["bootstrap"] = {"n_boot": int(n_boot), "unit": unit, "n_units": len(np.unique(units)),
                         "seed": int(seed), "method": "percentile"}
     return out
 

@@ -39,10 +39,10 @@ def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, 
     out = [
         "# mitotype evaluation",
         "",
-        f"**Data:** `{spec}` — {metrics['n']} labelled figures, {metrics['n_atypical']} atypical, "
-        f"{len(metrics['per_domain'])} domain(s).  ",
-        f"**Model:** {kind}; threshold {metrics['threshold']:.4f} "
-        f"(P(atypical) >= threshold is called atypical).  ",
+        (f"**Data:** `{spec}` — {metrics['n']} labelled figures, {metrics['n_atypical']} atypical, "
+         f"{len(metrics['per_domain'])} domain(s).  "),
+        (f"**Model:** {kind}; threshold {metrics['threshold']:.4f} "
+         "(P(atypical) >= threshold is called atypical).  "),
         f"**Intervals:** 95% percentile bootstrap, {boot['n_boot']} resamples of {boot['n_units']} {unit}.",
         "",
         "## Metrics (MIDOG 2025 track 2: atypical = positive, figures pooled)",
@@ -68,6 +68,6 @@ def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, 
     for key, value in provenance.items():
         if key != "models":
             out.append(f"| {key} | `{value}` |")
-    out += ["", "Files: `metrics.json` (all numbers above), `predictions.csv` (one row per figure), "
-            "`run.json` (provenance).", ""]
+    out += ["", ("Files: `metrics.json` (all numbers above), `predictions.csv` (one row per figure), "
+                 "`run.json` (provenance)."), ""]
     return "\n".join(out)
