@@ -10,6 +10,7 @@ Examples:
   mitotype experiment --config experiments/smoke.yaml --dry-run
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --out runs/exp/mtl_vs_stl
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --set train.accelerator=gpu --set train.num_workers=8
+  mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml train.accelerator=gpu   (same as --set)
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (runs/, results.md, ...). Default: runs/experiments/<name>")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the runs (train/test sizes, done/partial/todo) and exit without training")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="set_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run after the experiment's own, e.g. "
                              "train.accelerator=gpu or train.epochs=1; repeatable")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="more overrides, written as for `mitotype train` (same effect as --set)")
     parser.add_argument("--data", default=None, metavar="SPEC",
                         help="replace the experiment's data spec (e.g. where the data lie elsewhere)")
     parser.add_argument("--only", default=None, metavar="TEXT",
@@ -41,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from mitotype.evaluate.experiment import run_experiment
 
     command = "mitotype " + shlex.join(sys.argv[1:]) if "experiment" in sys.argv[1:] else None
-    run_experiment(args.config, args.out, dry_run=args.dry_run, overrides=args.overrides, data=args.data,
-                   only=args.only, command=command)
+    run_experiment(args.config, args.out, dry_run=args.dry_run, overrides=[*args.set_overrides, *args.overrides],
+                   data=args.data, only=args.only, command=command)
     return 0

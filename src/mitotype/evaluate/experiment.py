@@ -564,7 +564,10 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
     exp = load_experiment(path, data=data)
     out = Path(out_dir) if out_dir else Path("runs") / "experiments" / exp.name
     for config in exp.configs:  # fail early on a bad config or override, before hours of training
-        run_config(exp, config, exp.seeds[0], overrides)
+        try:
+            run_config(exp, config, exp.seeds[0], overrides)
+        except MitotypeError as exc:
+            raise MitotypeError(f"{exp.path}: config {config!r}: {exc}") from None
     figures = load_data(exp)
     runs = plan_runs(exp, figures)
     todo = [r for r in runs if only is None or only in r.id]
