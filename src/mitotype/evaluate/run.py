@@ -94,11 +94,11 @@ def write_predictions(path: str | Path, figures: Sequence, probs: np.ndarray, th
         "path": [f.path for f in figures],
         "page": pd.array([f.page for f in figures], dtype="Int64"),
         "domain": [f.domain for f in figures], "group": [f.group for f in figures],
-        "label": [f.label for f in figures], "p_atypical": np.round(probs, 6),
+        "label": [f.label for f in figures], "p_atypical": np.asarray(probs, dtype=float),
         "class": np.where(pred == 1, "atypical", "normal")})
     if members is not None and len(members) > 1:
         for i, p in enumerate(members):
-            table[f"p_model{i}"] = np.round(p, 6)
+            table[f"p_model{i}"] = np.asarray(p, dtype=float)
     with atomic_write(path, newline="") as fh:
         table.to_csv(fh, index=False)
 
