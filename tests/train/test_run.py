@@ -71,7 +71,6 @@ def run_dir(small_spec, config_file, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.slow
 def test_run_writes_every_file(run_dir, small_spec):
     for name in ("model.pt", "config.yaml", "run.json", "metrics.csv", "curves.png", "val_metrics.json",
                  "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
@@ -92,7 +91,6 @@ def test_run_writes_every_file(run_dir, small_spec):
     assert val["tuned"]["balanced_accuracy"] >= val["at_0.5"]["balanced_accuracy"]  # tuned on these data
 
 
-@pytest.mark.slow
 def test_overrides_reach_the_resolved_config(run_dir, config_file):
     saved = load_config(run_dir / "config.yaml")
     assert saved.model.input_size == 64 and saved.train.batch_size == 8 and saved.train.epochs == 1
@@ -102,7 +100,6 @@ def test_overrides_reach_the_resolved_config(run_dir, config_file):
     assert saved.augment == base.augment
 
 
-@pytest.mark.slow
 def test_model_file_loads_and_predicts(run_dir, amibr_root):
     from mitotype.data.images import read_rgb
     from mitotype.models.modelfile import load_model
@@ -122,7 +119,6 @@ def test_model_file_loads_and_predicts(run_dir, amibr_root):
     assert p.shape == (1,) and 0.0 <= float(p) <= 1.0
 
 
-@pytest.mark.slow
 def test_resume_continues_the_run(run_dir, small_spec, tmp_path):
     import shutil
 
@@ -150,7 +146,6 @@ def test_resume_continues_the_run(run_dir, small_spec, tmp_path):
     assert (run / "model.pt").read_bytes() != first
 
 
-@pytest.mark.slow
 def test_single_task_run_with_separate_validation_data(small_spec, tmp_path):
     from mitotype.models.modelfile import load_model
     from mitotype.train.run import train

@@ -1,4 +1,4 @@
-"""Per-epoch metrics table (metrics.csv) and learning curves (curves.png) in the run folder."""
+"""Run-folder callbacks: per-epoch metrics (metrics.csv, curves.png) and random-generator state."""
 
 from __future__ import annotations
 
@@ -51,6 +51,42 @@ class EpochHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class RngState(L.Callback):
+    """Keeps the torch / numpy / python random generators' states in every checkpoint and restores them on
+    ``--resume``, so that the resumed epochs draw the same data order, augmentation, dropout and background
+    swaps as an uninterrupted run (Lightning checkpoints do not hold them)."""
+
+    # Plain types and tensors only: Lightning reads checkpoints with torch.load(weights_only=True).
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        if not state_dict:
+            return
+        torch.set_rng_state(state_dict["torch"])
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 def _cell(value: Any) -> str:

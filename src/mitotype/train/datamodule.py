@@ -122,9 +122,8 @@ class FigureDataModule(L.LightningDataModule):
         sampler = None
         if self.cfg.train.balanced_sampling:
             per_sample = inverse_frequency(self.train_labels, 2)[self.train_labels]
-            generator = torch.Generator().manual_seed(self.cfg.train.seed)
-            sampler = WeightedRandomSampler(per_sample, num_samples=len(per_sample), replacement=True,
-                                            generator=generator)
+            # The global generator, whose state the checkpoints keep (train.callbacks.RngState).
+            sampler = WeightedRandomSampler(per_sample, num_samples=len(per_sample), replacement=True)
         # A last batch of one patch breaks batch norm; drop the ragged tail when there is more than one batch.
         drop_last = len(self.train_set) > self.cfg.train.batch_size
         return self._loader(self.train_set, shuffle=True, sampler=sampler, drop_last=drop_last)

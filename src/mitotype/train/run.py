@@ -73,11 +73,15 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
     from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, ModelCheckpoint, ModelSummary,
                                              TQDMProgressBar)
 
-    from mitotype.train.callbacks import EpochHistory
+    from mitotype.train.callbacks import EpochHistory, RngState
 
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_bacc",
-                                 mode="max", save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks: list = [checkpoint, EpochHistory(out_dir)]
+                                 mode="max", save_top_k=1, enable_version_counter=False)
+    # save_last=True above would refresh last.ckpt only when val_bacc improves: a second, unmonitored
+    # checkpoint writes it after every epoch, so --resume loses at most the epoch in progress.
+    last = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
+    callbacks: list = [checkpoint, last, EpochHistory(out_dir), RngState()]
     if progress:  # tqdm, like every other progress bar of mitotype
         callbacks += [TQDMProgressBar(), ModelSummary(max_depth=1)]
     if cfg.train.early_stopping_patience > 0:
