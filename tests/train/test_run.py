@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from mitotype.cli import main
 from mitotype.config import load_config

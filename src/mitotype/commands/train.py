@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC
 from pathlib import Path
 
 
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from mitotype.config import load_config
     from mitotype.errors import MitotypeError
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         # Lightning's DDP launcher re-runs this command in child processes with our environment: they must
         # pick the same folder, not one with their own timestamp.
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         default = str(Path("runs") / f"{Path(config_path).stem}-{stamp}")
         out = Path(os.environ.setdefault("MITOTYPE_RUN_DIR", default))
 

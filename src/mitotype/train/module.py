@@ -136,7 +136,7 @@ class MitoModule(L.LightningModule):
                 pct_start=min(0.5, max(0.01, t.warmup_epochs / max(1, t.epochs))))
         elif t.schedule == "cosine":
             steps_per_epoch = total / max(1, t.epochs)
-            warmup = int(round(t.warmup_epochs * steps_per_epoch))
+            warmup = round(t.warmup_epochs * steps_per_epoch)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total, floor=0.01))
         else:
             from mitotype.errors import MitotypeError

@@ -70,8 +70,13 @@ def _check_resume(cfg: RunConfig, data_spec: str, val_spec: str | None, out_dir:
 
 
 def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any]:
-    from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, ModelCheckpoint, ModelSummary,
-                                             TQDMProgressBar)
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        EMAWeightAveraging,
+        ModelCheckpoint,
+        ModelSummary,
+        TQDMProgressBar,
+    )
 
     from mitotype.train.callbacks import EpochHistory, RngState
 
