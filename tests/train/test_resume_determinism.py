@@ -73,18 +73,6 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
 
 
-# Found by this test (reported to the lead): the resumed epochs differ from the uninterrupted ones (epoch 2
-# train_class 0.434 vs 0.698 on this slice) because Lightning checkpoints do not hold the random number
-# generators' states: train.run.train re-seeds on --resume, so the resumed run replays epoch 1's data order
-# and augmentation. Fix in train/: a callback whose state_dict()/load_state_dict() saves and restores the
-# torch, numpy and python RNG states (lightning.fabric.utilities.seed._collect_rng_states / _set_rng_states).
-# Verified here: with such a callback (numpy state stored as a tensor, since checkpoints load weights-only),
-# every per-epoch metric of the resumed run equals the uninterrupted run's.
-# Second finding: ModelCheckpoint(save_last=True) writes last.ckpt only when a checkpoint is saved, i.e. when
-# val_bacc improves; in the uninterrupted run last.ckpt stayed at epoch 0 after 3 epochs, so a run killed
-# later resumes from its last improvement, not its last epoch. Fix: a second ModelCheckpoint without a
-# monitor (filename "last"), or save_last with every epoch. Strict: once both are fixed this passes.
-@pytest.mark.xfail(strict=True, reason="resume restores no RNG states; last.ckpt is not the last epoch")
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(amibr_root, tmp_path):
     data = f"manifest:{slice_manifest(amibr_root, tmp_path / 'slice.csv')}"
