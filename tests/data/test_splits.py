@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,14 @@ def test_split_errors(amibr):
         splits.group_holdout(unsplit, fraction=1.5)
     with pytest.raises(MitotypeError, match="no domain attribute 'lab'"):
         splits.leave_one_domain_out(amibr, by="lab")
+
+
+def test_group_holdout_spreads_validation_over_many_slides(amibr):
+    """No single slide may dominate the validation part (checkpoint choice and threshold rest on it)."""
+    train_part = [f for f in amibr if f.split == "train"]
+    for seed in range(3):
+        _, val = splits.group_holdout(train_part, fraction=0.15, seed=seed)
+        counts = collections.Counter(train_part[i].group for i in val)
+        assert len(counts) >= 10
+        assert max(counts.values()) <= 0.25 * len(val)
+        assert abs(len(val) - 0.15 * len(train_part)) < 0.05 * len(train_part)

@@ -93,11 +93,41 @@ def leave_one_domain_out(figures: Sequence[Figure], by: str | Callable[[Figure],
 
 def group_holdout(figures: Sequence[Figure], fraction: float = 0.2, seed: int = 0
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One grouped, label-stratified hold-out: about ``fraction`` of the figures for validation."""
+    """One grouped, label-stratified hold-out: about ``fraction`` of the figures for validation.
+
+    Groups are visited in a seeded random order and taken while they keep the validation part near its
+    target size and atypical share. A group larger than half the target is never taken: on the AMi-Br
+    train split one TUPAC16 slide holds 319 figures, and a k-fold part would make it most of the
+    validation set (checkpoint choice and threshold would then rest on one slide).
+    """
     if not 0 < fraction < 1:
         raise MitotypeError(f"hold-out fraction must be between 0 and 1, got {fraction}")
-    k = max(2, round(1 / fraction))
-    n_groups = len(set(_groups(figures)))
-    if n_groups < 2:
+    groups, labels = _groups(figures), _labels(figures)
+    names, inverse = np.unique(groups, return_inverse=True)
+    if len(names) < 2:
         raise MitotypeError("a grouped hold-out needs at least 2 groups (slides or cases)")
-    return group_kfold(figures, min(k, n_groups), seed)[0]
+    sizes = np.bincount(inverse)
+    positives = np.bincount(inverse, weights=(labels == 1).astype(float))
+    target = fraction * len(figures)
+    share = positives.sum() / len(figures)
+    rng = np.random.default_rng(seed)
+    taken: list[int] = []
+    n = pos = 0.0
+    for g in rng.permutation(len(names)):
+        if n >= target:
+            break
+        if sizes[g] > max(1.0, 0.5 * target) or n + sizes[g] > 1.1 * target:
+            continue
+        new_share = (pos + positives[g]) / (n + sizes[g])
+        # stratify: once the part has some figures, refuse groups that pull its atypical share away
+        if n >= 0.2 * target and abs(new_share - share) > max(0.05, abs(pos / n - share)):
+            continue
+        taken.append(g)
+        n += sizes[g]
+        pos += positives[g]
+    if not taken:  # only huge groups: fall back to the smallest one
+        taken = [int(np.argmin(sizes))]
+    in_val = np.isin(inverse, taken)
+    if in_val.all():
+        raise MitotypeError("a grouped hold-out left nothing for training (too few groups)")
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
