@@ -62,11 +62,9 @@ def test_fuzz_truncated_or_random_model_file(model_file, tmp_path_factory):
     check()
 
 
-# Found by this test (reported to the lead): torch.load does not check the zip's CRC-32s, so a flipped bit
+# Found by this test: torch.load does not check the zip CRC-32s, so a flipped bit
 # in a weight loads silently as a different model (197 of 200 random single-bit flips in a probe).
-# zipfile.ZipFile(path).testzip() finds every one of them (100 of 100); the fix belongs in
-# models/modelfile.read_payload. Strict: once fixed this test passes and the mark must go.
-@pytest.mark.xfail(strict=True, reason="model files are loaded without checking the zip CRCs (see comment)")
+# models/modelfile.read_payload now checks them first (zipfile testzip).
 def test_fuzz_bit_flipped_model_file(model_file, tmp_path_factory):
     data, reference = model_file
     folder = tmp_path_factory.mktemp("flip")

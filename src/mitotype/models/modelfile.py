@@ -8,6 +8,7 @@ spec, validation metrics ...). See docs/MODELS.md.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,24 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: str(v) if isinstance(v, str) else _json_default(v)))
 
 
+def _check_zip(path: Path) -> None:
+    """torch.load does not verify the zip's CRC-32s: a flipped bit would load as a different model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # noqa: BLE001 - any damage to the container reads the same to users
+        raise MitotypeError(f"{path}: not a readable mitotype model file (corrupt or truncated?): "
+                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    if bad is not None:
+        raise MitotypeError(f"{path}: corrupt model file (checksum mismatch in {bad}); copy or download it again")
+
+
 def read_payload(path: str | Path) -> dict[str, Any]:
     """The raw dict of a model file, validated as a mitotype model file (no network built)."""
     path = Path(path)
     if not path.is_file():
         raise MitotypeError(f"{path}: model file not found")
+    _check_zip(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle errors, foreign objects: same for users
