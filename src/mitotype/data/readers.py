@@ -28,11 +28,31 @@ def parse_label(value: object, where: str) -> int:
                         "0/1, normal/atypical, NMF/AMF")
 
 
+def _check_complete_rows(path: Path, what: str) -> None:
+    """pandas fills a short row with empty cells, so a table cut off mid-row would read as valid rows."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MitotypeError(f"{path}: cannot read {what} as UTF-8 text ({type(exc).__name__})") from None
+    if text and not text.endswith(("\n", "\r")):
+        raise MitotypeError(f"{path}: {what} ends without a line break, as a truncated file does; if it is "
+                            "complete, add a newline at its end")
+    rows = csv.reader(text.splitlines())
+    header = next(rows, [])
+    for number, row in enumerate(rows, start=2):
+        if row and len(row) != len(header):
+            raise MitotypeError(f"{path}: line {number} of {what} has {len(row)} fields, the header has "
+                                f"{len(header)} (truncated or malformed file?)")
+
+
 def _read_csv(path: Path, required: tuple[str, ...], what: str):
     import pandas as pd
 
     if not path.is_file():
         raise MitotypeError(f"{path}: {what} not found")
+    _check_complete_rows(path, what)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:
