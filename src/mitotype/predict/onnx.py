@@ -152,6 +152,12 @@ class OnnxClassifier:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: onnxruntime's warnings would reach grand-challenge logs
+        # Follow torch's thread setting (one knob for both backends); spinning inter-op threads only
+        # compete with the intra-op ones on a small CPU (docs/PERFORMANCE.md).
+        import torch
+
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
