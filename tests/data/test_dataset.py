@@ -14,15 +14,6 @@ from mitotype.data.spec import load_figures
 from mitotype.data.transforms import build_transform
 from mitotype.errors import MitotypeError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Per-sample ops on 128-pixel crops gain nothing from intra-op threads, and on shared, busy CPUs the
-    thread hand-offs cost up to a second a sample (measured); DataLoader workers use one thread too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 KEYS = {"image", "label", "mask", "valid", "classes", "heatmap", "domain", "index"}
 

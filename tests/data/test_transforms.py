@@ -15,15 +15,6 @@ from mitotype.data import transforms as T
 from mitotype.data.images import read_rgb
 from mitotype.errors import MitotypeError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Per-sample ops on 128-pixel crops gain nothing from intra-op threads, and on shared, busy CPUs the
-    thread hand-offs cost up to a second a sample (measured); DataLoader workers use one thread too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 MARKER = (0, 255, 0)  # pure green never occurs in H&E
 

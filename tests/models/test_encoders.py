@@ -13,14 +13,6 @@ from mitotype.errors import MitotypeError
 from mitotype.models.encoders import create_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny networks on a shared 2-core machine run ~10x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 ENCODERS = ["tv_mobilenet_v2", "resnet18", "efficientnet_b0"]
 

@@ -25,14 +25,6 @@ def tiny_cfg(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def batch(n: int = 4, size: int = 128) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     mask = (torch.rand(n, 1, size, size, generator=g) > 0.7).float()

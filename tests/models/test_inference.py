@@ -13,14 +13,6 @@ from mitotype.models.inference import dihedral_views, predict_proba, preprocess
 from mitotype.models.modelfile import LoadedModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny networks on a shared 2-core machine run ~10x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def loaded_model(seed=0, crop=128, size=64, encoder="test_resnet", pretrained=False) -> LoadedModel:
     torch.manual_seed(seed)

@@ -13,14 +13,6 @@ from mitotype.models import Outputs, create_model
 from mitotype.models.losses import MultiTaskLoss, swap_background
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny networks on a shared 2-core machine run ~10x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 S = 48
 

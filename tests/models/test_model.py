@@ -14,14 +14,6 @@ from mitotype.errors import MitotypeError
 from mitotype.models import Outputs, create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny networks on a shared 2-core machine run ~10x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_cfg(encoder="test_resnet", **kw) -> ModelConfig:
     tasks = {t: TaskConfig(enabled=True) for t in ("segmentation", "pixel_classes", "localisation")}

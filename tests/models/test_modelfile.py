@@ -17,14 +17,6 @@ from mitotype.models.modelfile import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny networks on a shared 2-core machine run ~10x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_cfg(encoder="test_resnet") -> RunConfig:
     cfg = RunConfig()

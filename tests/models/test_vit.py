@@ -23,14 +23,6 @@ def tiny_cfg(size: int = 128, **kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("size", [128, 224])
 def test_all_heads_have_the_right_shapes(size):
     torch.manual_seed(0)

@@ -14,17 +14,6 @@ from mitotype.train.module import MitoModule, keep_mask, validation_metrics, war
 S = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on 2 cores shared with other test workers, two threads are several times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(*overrides):
     return load_config(None, ["model.pretrained=false", f"model.input_size={S}", f"model.crop_size={S}",
                               *overrides])

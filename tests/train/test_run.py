@@ -18,17 +18,6 @@ FAST = ["model.pretrained=false", "model.input_size=64", "train.batch_size=8", "
         "train.domain_weights=true", "train.early_stopping_patience=3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on 2 cores shared with other test workers, two threads are several times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def small_spec(amibr_root, tmp_path_factory) -> str:
     """A manifest of 48 AMi-Br training figures: 3 from each of 16 slides holding both classes."""
