@@ -40,9 +40,9 @@ def test_export_is_valid_and_self_describing(exported, small_loaded, small_model
     assert int(meta["input_size"]) == cfg.input_size and float(meta["mpp"]) == cfg.mpp
     assert float(meta["threshold"]) == pytest.approx(small_loaded.threshold)
     assert json.loads(meta["class_names"]) == ["normal", "atypical"]
-    from mitotype.predict.onnx import file_sha256
+    from mitotype.io import sha256_file
 
-    assert meta["source_model_sha256"] == file_sha256(small_model)
+    assert meta["source_model_sha256"] == sha256_file(small_model)
 
 
 def test_onnx_matches_torch_on_real_crops(exported, small_loaded, crops):

