@@ -207,19 +207,24 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content ({} when empty), with clear errors for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise MitotypeError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MitotypeError(f"{path}: not valid YAML ({exc})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults), apply ``key=value`` overrides, validate types."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
         where = str(path)
-        if not path.is_file():
-            raise MitotypeError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise MitotypeError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml(path, "config file")
     if overrides:
         data = _merge(data, parse_overrides(overrides))
     return config_from_dict(data, where)

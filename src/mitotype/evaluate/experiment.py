@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mitotype.config import read_yaml
 from mitotype.errors import MitotypeError
 from mitotype.evaluate import metrics as M
 from mitotype.evaluate.report import fmt
@@ -98,12 +99,7 @@ def _find_base(name: str, yaml_path: Path) -> Path:
 def load_experiment(path: str | Path, data: str | None = None) -> Experiment:
     """Read and validate an experiment YAML; ``data`` replaces its data spec."""
     path = Path(path)
-    if not path.is_file():
-        raise MitotypeError(f"{path}: experiment file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise MitotypeError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml(path, "experiment file")
     if not isinstance(raw, dict):
         raise MitotypeError(f"{path}: expected a mapping at the top")
     unknown = set(raw) - TOP_KEYS
