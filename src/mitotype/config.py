@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -105,7 +105,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores). 1 on a busy shared machine
     precision: str = "auto"  # auto | 32 | bf16-mixed
     channels_last: bool = True
-    devices: str = "auto"
+    devices: str | int = "auto"  # Lightning's: "auto", a count (4) or a list of ids ("0,1")
     accelerator: str = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
@@ -151,29 +151,30 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool):  # shorthand: ``segmentation: true``
             return hint(enabled=value)
         return _build(hint, value, where)
-    text = str(hint)
     if value is None:
-        if "None" in text:
+        if type(None) in get_args(hint):
             return None
         raise MitotypeError(f"{where}: may not be null")
-    if text.startswith("tuple"):
+    if get_origin(hint) is tuple:
         if not isinstance(value, (list, tuple)):
             raise MitotypeError(f"{where}: expected a list, got {value!r}")
-        inner = float if "float" in text else int if "int" in text else str
-        return tuple(inner(v) for v in value)
-    for typ in (bool, int, float, str):
-        if hint is typ or text.startswith(typ.__name__):
-            if typ is bool and not isinstance(value, bool):
-                raise MitotypeError(f"{where}: expected true/false, got {value!r}")
-            if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if typ is int and isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if typ is str and isinstance(value, str):
-                return value
-            if typ in (int, float) or (typ is str and "None" not in text):
-                raise MitotypeError(f"{where}: expected {typ.__name__}, got {value!r}")
-    return value
+        args = get_args(hint)  # (int, Ellipsis) for any length, (float, float, float) for exactly three
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise MitotypeError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(args[0], v, where) for v in value)
+    options = [a for a in get_args(hint) if a is not type(None)] or [hint]  # ``str | int`` -> [str, int]
+    for typ in options:
+        if _fits(typ, value):
+            return float(value) if typ is float else value
+    expected = " or ".join("true/false" if t is bool else t.__name__ for t in options)
+    raise MitotypeError(f"{where}: expected {expected}, got {value!r}")
+
+
+def _fits(typ: type, value: Any) -> bool:
+    """Ints pass as floats, but nothing else converts (``true`` is not an int, ``3`` is not a name)."""
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, typ) and not (typ is int and isinstance(value, bool))
 
 
 def config_from_dict(data: dict[str, Any] | None, where: str = "config") -> RunConfig:
