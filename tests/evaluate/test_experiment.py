@@ -203,6 +203,26 @@ def test_bundled_experiment_files_are_valid(amibr_root):
     assert smoke.subsample and "train.max_train_batches=2" in smoke.overrides
 
 
+def test_ablation_grid_switches_one_thing_per_config(amibr_root):
+    from mitotype.evaluate.experiment import run_config
+
+    exp = load_experiment(REPO / "experiments" / "amibr_ablation.yaml", data=f"amibr:{amibr_root}:domain=source")
+    tasks = {name: run_config(exp, name, 0, []).model for name in exp.configs}
+    assert tasks["stl"].dense_tasks == [] and tasks["seg"].dense_tasks == ["segmentation"]
+    assert tasks["pix"].dense_tasks == ["pixel_classes"] and tasks["loc"].dense_tasks == ["localisation"]
+    assert tasks["mtl"].dense_tasks == tasks["mtl_bgswap"].dense_tasks == tasks["mtl_maskpool"].dense_tasks
+    assert tasks["mtl_bgswap"].background_swap.enabled and not tasks["mtl"].background_swap.enabled
+    assert tasks["mtl_maskpool"].mask_pooling and not tasks["mtl"].mask_pooling
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments").glob("*.yaml")))
+def test_every_bundled_experiment_dry_runs(name, amibr_root, tmp_path, capsys):
+    path = REPO / "experiments" / name
+    assert main(["experiment", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run",
+                 "--data", f"amibr:{amibr_root}:domain=source"]) == 0
+    assert "[todo]" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("change, message", [
     ({"protocols": {"x": {"kind": "bogus"}}}, "unknown kind"),
     ({"protocols": {"lodo": {"k": 3}}}, "unknown option"),
