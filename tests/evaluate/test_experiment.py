@@ -182,6 +182,44 @@ def test_table_statistics_from_stored_predictions(tmp_path):
     assert rows[("mtl", "auroc")]["mean"] == pytest.approx(np.mean(auroc))
 
 
+def test_difference_interval_covers_seed_to_seed_variation(tmp_path):
+    """Seeds that disagree (one helps, one hurts) must give a wide interval around their mean difference,
+    even where the test set is large enough for each seed's own slide interval to be narrow."""
+    from mitotype.data.figure import Figure
+    from mitotype.evaluate.experiment import Run, tabulate
+    from mitotype.evaluate.run import write_predictions
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    figures = [Figure(path=f"/img/{i}.png", label=int(rng.random() < 0.3), domain="d", group=f"slide{i % 200}")
+               for i in range(n)]
+    labels = np.array([f.label for f in figures])
+    noise = rng.uniform(0.0, 0.6, n)  # shared by both configs: paired differences come from the signal only
+
+    def table(signals):
+        exp = load_experiment(_write(tmp_path / "e.yaml", {
+            "data": "amibr:x", "seeds": [0, 1, 2], "protocols": {"published": {}},
+            "configs": {"stl": {}, "mtl": {}}, "metrics": ["auroc"]}))
+        runs = []
+        for config, signal in signals.items():
+            for seed in exp.seeds:
+                run = Run(config, "published", "test", "published", seed, np.arange(0), np.arange(n))
+                runs.append(run)
+                p = np.clip(signal[seed] * labels + noise + 0.01 * rng.standard_normal(n), 0, 1)
+                write_predictions(tmp_path / "runs" / run.id / "eval" / "predictions.csv", figures, p, 0.5)
+                (tmp_path / "runs" / run.id / "eval" / "metrics.json").write_text(json.dumps({"threshold": 0.5}))
+        return {r["config"]: r for r in tabulate(exp, runs, tmp_path / "runs", n_boot=400)}["mtl"]
+
+    steady = table({"stl": [0.2, 0.2, 0.2], "mtl": [0.25, 0.25, 0.25]})
+    split = table({"stl": [0.2, 0.2, 0.2], "mtl": [0.45, 0.25, 0.05]})
+    assert len(split["delta_values"]) == 3 and split["delta"] == pytest.approx(np.mean(split["delta_values"]))
+    assert split["delta_values"][0] > 0.05 > -0.05 > split["delta_values"][2]  # the seeds really disagree
+    steady_width = steady["delta_ci_high"] - steady["delta_ci_low"]
+    split_width = split["delta_ci_high"] - split["delta_ci_low"]
+    assert split_width > 3 * steady_width
+    assert split["delta_ci_low"] < min(split["delta_values"]) / 2 and split["delta_ci_high"] > max(split["delta_values"]) / 2
+
+
 def test_dry_run_lists_runs_and_global_overrides_reach_configs(grid, tmp_path, capsys):
     from mitotype.evaluate.experiment import run_config
 

@@ -430,7 +430,7 @@ def tabulate(exp: Experiment, runs: list[Run], runs_dir: Path, n_boot: int = 100
              ) -> list[dict[str, Any]]:
     """One row per (test set, config, metric): mean and sd over seeds, the per-seed values, and the paired
     difference to the reference config (same seeds, same test figures) with a bootstrap 95% interval
-    resampling the test set's groups (slides)."""
+    resampling the test set's groups (slides) and the seeds."""
     ready = _collect(runs, runs_dir)
     rows = []
     test_sets = list(dict.fromkeys(r.test_set for r in runs))
@@ -446,7 +446,8 @@ def tabulate(exp: Experiment, runs: list[Run], runs_dir: Path, n_boot: int = 100
                        "mean": float(np.mean(finite)) if finite else None,
                        "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
                        "values": [None if not np.isfinite(v) else v for v in values],
-                       "delta": None, "delta_ci_low": None, "delta_ci_high": None, "paired_seeds": 0}
+                       "delta": None, "delta_ci_low": None, "delta_ci_high": None, "paired_seeds": 0,
+                       "delta_values": []}
                 if config != exp.reference and ref_seeds:
                     row.update(_paired(ready, test_set, config, exp.reference, ref_seeds, metric, n_boot, seed))
                 rows.append(row)
@@ -454,23 +455,30 @@ def tabulate(exp: Experiment, runs: list[Run], runs_dir: Path, n_boot: int = 100
 
 
 def _paired(ready, test_set, config, reference, seeds, metric, n_boot, seed) -> dict[str, Any]:
-    """Mean over seeds of metric(config) - metric(reference), and its bootstrap 95% interval over groups."""
+    """Mean over seeds of metric(config) - metric(reference), the per-seed differences, and a 95% interval
+    from a two-stage bootstrap: resample the test set's groups (slides) and, independently, the seeds.
+    Resampling seeds too makes the interval cover seed-to-seed variation (with one seed it is the slide
+    interval alone)."""
     pairs = [(ready[(test_set, config, s)], ready[(test_set, reference, s)]) for s in seeds]
     for a, b in pairs:
         if not np.array_equal(a["key"], b["key"]):
             raise MitotypeError(f"{test_set}: {config} and {reference} were tested on different figures; "
                                 "delete the stale runs and rerun")
     groups = pairs[0][0]["groups"]
-    delta = float(np.mean([_seed_metric(a, metric)[0] - _seed_metric(b, metric)[0] for a, b in pairs]))
+    per_seed = [float(_seed_metric(a, metric)[0] - _seed_metric(b, metric)[0]) for a, b in pairs]
+    delta = float(np.mean(per_seed))
     rng = np.random.default_rng(seed)
     reps = []
     units, _ = M.bootstrap_units(pairs[0][0]["labels"], groups)
     for start in range(0, n_boot, 256):
         w = M.bootstrap_weights(units, min(256, n_boot - start), rng)
-        reps.append(np.mean([_seed_metric(a, metric, w) - _seed_metric(b, metric, w) for a, b in pairs], axis=0))
+        d = np.stack([_seed_metric(a, metric, w) - _seed_metric(b, metric, w) for a, b in pairs])  # seeds x B
+        picks = rng.integers(0, len(pairs), size=d.shape)  # a seed drawn with replacement per slot
+        reps.append(np.take_along_axis(d, picks, axis=0).mean(axis=0))
     ci = M.percentile_interval(np.concatenate(reps)) if reps else None
     return {"delta": delta if np.isfinite(delta) else None, "delta_ci_low": None if ci is None else ci[0],
-            "delta_ci_high": None if ci is None else ci[1], "paired_seeds": len(seeds)}
+            "delta_ci_high": None if ci is None else ci[1], "paired_seeds": len(seeds),
+            "delta_values": [v if np.isfinite(v) else None for v in per_seed]}
 
 
 def _cell(row: dict[str, Any]) -> str:
@@ -487,7 +495,8 @@ def results_markdown(exp: Experiment, rows: list[dict[str, Any]], info: dict[str
     out = [f"# Experiment {exp.name}", "",
            f"Data: `{exp.data}`; seeds {exp.seeds}; reference config: `{exp.reference}`.  ",
            ("Cells: mean ± sd over seeds (n = seeds finished); Δ = mean paired difference to the reference "
-            "(same seeds, same test figures) with a 95% bootstrap interval resampling the test set's slides.  "),
+            "(same seeds, same test figures) with a 95% bootstrap interval resampling the test set's slides "
+            "and the seeds (results.csv has the per-seed values and differences).  "),
            ("`kfold` pools the out-of-fold predictions of all folds per seed; `lodo:X` is trained without "
             "domain X and tested on X."), ""]
     for metric in exp.metrics:
@@ -514,7 +523,8 @@ def write_results(exp: Experiment, runs: list[Run], out: Path, info: dict[str, A
     rows = tabulate(exp, runs, out / "runs", n_boot=n_boot, seed=int(exp.evaluate.get("seed", 0)))
     table = pd.DataFrame(rows)
     if not table.empty:
-        table["values"] = table["values"].map(lambda v: ";".join("" if x is None else f"{x:.6f}" for x in v))
+        for column in ("values", "delta_values"):  # per seed, in the order of the experiment's seeds
+            table[column] = table[column].map(lambda v: ";".join("" if x is None else f"{x:.6f}" for x in v))
     with atomic_write(out / "results.csv", newline="") as fh:
         table.to_csv(fh, index=False)
     primary = exp.metrics[0]
