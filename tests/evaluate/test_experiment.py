@@ -83,6 +83,10 @@ def test_grid_resume_and_table(grid, tmp_path, monkeypatch):
     assert n_before < 12
     assert (out / "runs/stl/published/test/seed0/eval/metrics.json").is_file()
 
+    run_experiment(grid, out, table_only=True)  # trains nothing; tabulates the runs that have finished
+    assert len(fake.calls) == n_before
+    assert f"{n_before - 1} of 12 runs finished" in (out / "results.md").read_text()
+
     run_experiment(grid, out)  # resumes: finished runs are skipped, the interrupted one resumes
     resumed = fake.calls[n_before:]
     assert resumed[0] == (str(out / "runs/mtl/cv/fold1/seed0/train"), True)

@@ -11,6 +11,7 @@ Examples:
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --out runs/exp/mtl_vs_stl
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --set train.accelerator=gpu --set train.num_workers=8
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml train.accelerator=gpu   (same as --set)
+  mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --out runs/exp/mtl_vs_stl --table-only
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="run only the runs whose id (config/protocol/part/seedN) contains TEXT; the table "
                              "still covers every finished run")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: rewrite results.md/.csv/.png from the finished runs in --out (e.g. "
+                             "after runs made on several machines were copied there)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     from mitotype.evaluate.experiment import run_experiment
 
-    command = "mitotype " + shlex.join(sys.argv[1:]) if "experiment" in sys.argv[1:] else None
+    # results.md shows the command that reproduces the runs, so --table-only is left out of it
+    argv = [a for a in sys.argv[1:] if a != "--table-only"]
+    command = "mitotype " + shlex.join(argv) if "experiment" in argv else None
     run_experiment(args.config, args.out, dry_run=args.dry_run, overrides=[*args.set_overrides, *args.overrides],
-                   data=args.data, only=args.only, command=command)
+                   data=args.data, only=args.only, command=command, table_only=args.table_only)
     return 0

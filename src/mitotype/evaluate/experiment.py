@@ -560,12 +560,13 @@ def describe(exp: Experiment, runs: list[Run], out: Path) -> str:
 
 def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run: bool = False,
                    overrides: Sequence[str] = (), data: str | None = None, only: str | None = None,
-                   command: str | None = None) -> Path:
+                   command: str | None = None, table_only: bool = False) -> Path:
     """Run (or resume) every run of the experiment, then write the table; returns ``results.md``.
 
     ``overrides`` (``KEY=VALUE``) apply to every run after the experiment's own (e.g. ``train.accelerator=gpu``);
     ``only`` restricts this invocation to runs whose id contains it (the table still covers all finished runs).
-    ``command``: the command line to print as "Reproduce" in results.md.
+    ``command``: the command line to print as "Reproduce" in results.md. ``table_only``: train nothing, only
+    rewrite the table from the finished runs.
     """
     exp = load_experiment(path, data=data)
     out = Path(out_dir) if out_dir else Path("runs") / "experiments" / exp.name
@@ -576,7 +577,7 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
             raise MitotypeError(f"{exp.path}: config {config!r}: {exc}") from None
     figures = load_data(exp)
     runs = plan_runs(exp, figures)
-    todo = [r for r in runs if only is None or only in r.id]
+    todo = [] if table_only else [r for r in runs if only is None or only in r.id]
     print(describe(exp, todo, out))
     if dry_run:
         return out / "results.md"
