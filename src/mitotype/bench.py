@@ -226,7 +226,8 @@ def bench_inference(loaded, batches=(1, 16, 64, 256), threads=(1, 2), extra: boo
                 x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
                 cell = []
                 for name, run in backends.items():
-                    if batch in LIMITED_BATCHES.get(name, (batch,)) and (n == threads[0] or name not in LIMITED_BATCHES):
+                    limited = name in LIMITED_BATCHES
+                    if batch in LIMITED_BATCHES.get(name, (batch,)) and (n == threads[0] or not limited):
                         cell.append(row("inference", name, n, batch, time_call(lambda run=run, x=x: run(x))))
                 for r in cell:
                     r["ratio"] = r["patches_per_s"] / cell[0]["patches_per_s"]

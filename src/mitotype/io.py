@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -106,7 +106,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
         "argv": sys.argv,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with contextlib.suppress(ImportError):
         import torch

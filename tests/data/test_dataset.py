@@ -14,7 +14,6 @@ from mitotype.data.spec import load_figures
 from mitotype.data.transforms import build_transform
 from mitotype.errors import MitotypeError
 
-
 KEYS = {"image", "label", "mask", "valid", "classes", "heatmap", "domain", "index"}
 
 

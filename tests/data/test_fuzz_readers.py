@@ -156,8 +156,8 @@ def test_fuzz_amibr_csv(amibr_root, tmp_path_factory):
     check()
 
 
-# Found by this test (fixed in readers._check_complete_rows): a manifest cut short inside its last row, after the label, is
-# read as a complete row with its optional cells empty (domain = the CSV's name, x/y = None) -- e.g. the
+# Found by this test (fixed in readers._check_complete_rows): a manifest cut short inside its last row, after
+# the label, is read as a complete row with its optional cells empty (domain = the CSV's name, x/y = None) -- e.g. the
 # first 302 bytes of the table below. data/readers.py's _read_csv does not reject rows with fewer fields
 # than the header.
 def test_fuzz_manifest_csv(amibr_root, tmp_path_factory):

@@ -56,7 +56,8 @@ def _model_file(path, threshold, seed, images):
     from mitotype.config import load_config
     from mitotype.models.modelfile import save_model
 
-    cfg = load_config(None, ["model.pretrained=false", "model.encoder=resnet18", "model.input_size=64", "model.head_hidden=[]"])
+    cfg = load_config(None, ["model.pretrained=false", "model.encoder=resnet18", "model.input_size=64",
+                             "model.head_hidden=[]"])
     return save_model(path, tiny_model(cfg, images, seed), cfg, threshold=threshold, extra={"data_spec": "test"})
 
 

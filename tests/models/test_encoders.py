@@ -12,8 +12,6 @@ from mitotype.config import ModelConfig
 from mitotype.errors import MitotypeError
 from mitotype.models.encoders import create_encoder
 
-
-
 ENCODERS = ["tv_mobilenet_v2", "resnet18", "efficientnet_b0"]
 
 

@@ -13,7 +13,6 @@ from mitotype.models.inference import dihedral_views, predict_proba, preprocess
 from mitotype.models.modelfile import LoadedModel
 
 
-
 def loaded_model(seed=0, crop=128, size=64, encoder="test_resnet", pretrained=False) -> LoadedModel:
     torch.manual_seed(seed)
     cfg = RunConfig()

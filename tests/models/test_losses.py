@@ -12,8 +12,6 @@ from mitotype.errors import MitotypeError
 from mitotype.models import Outputs, create_model
 from mitotype.models.losses import MultiTaskLoss, swap_background
 
-
-
 S = 48
 
 

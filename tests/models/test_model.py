@@ -14,7 +14,6 @@ from mitotype.errors import MitotypeError
 from mitotype.models import Outputs, create_model
 
 
-
 def make_cfg(encoder="test_resnet", **kw) -> ModelConfig:
     tasks = {t: TaskConfig(enabled=True) for t in ("segmentation", "pixel_classes", "localisation")}
     return ModelConfig(**{"encoder": encoder, "pretrained": False, **tasks, **kw})

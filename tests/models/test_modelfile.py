@@ -17,7 +17,6 @@ from mitotype.models.modelfile import (
 )
 
 
-
 def small_cfg(encoder="test_resnet") -> RunConfig:
     cfg = RunConfig()
     cfg.model.encoder = encoder

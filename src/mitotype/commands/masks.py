@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "masks_report.json", report)
     write_text(out / "masks_report.md", _markdown(report))
     _gallery(out / "gallery.png", figures, images, masks, fallback, stats, args.gallery, args.seed)
-    print(f"{report['n']} masks in {mask_s:.1f} s: {report['n_fallback']} fallback ({100 * report['fallback_rate']:.1f}%), "
+    print(f"{report['n']} masks in {mask_s:.1f} s: {report['n_fallback']} fallback "
+          f"({100 * report['fallback_rate']:.1f}%), "
           f"{100 * report['centre_hit_rate']:.1f}% from the image and covering the centre region; "
           f"median area {report['area_px']['p50']:.0f} px. Report: {out / 'masks_report.md'}")
     return 0

@@ -381,7 +381,8 @@ def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_ove
                       seed=int(ev.get("seed", 0)), plots_and_report=bool(ev.get("plots", True)))
     status = {"run": run.id, "config": run.config, "protocol": run.protocol, "part": run.part,
               "test_set": run.test_set, "seed": run.seed, "n_train": len(train_figs), "n_test": len(test_figs),
-              "train_seconds": json.loads((train_dir / "done.json").read_text())["seconds"], "eval_seconds": round(time.time() - t1, 1),
+              "train_seconds": json.loads((train_dir / "done.json").read_text())["seconds"],
+              "eval_seconds": round(time.time() - t1, 1),
               **{k: result[k] for k in M.METRICS}}
     write_json(run_dir / "status.json", status)
     return status

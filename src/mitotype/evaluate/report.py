@@ -62,8 +62,8 @@ def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, 
         out += [f"### {caption}", "", f"![{caption}]({rel})", ""]
     out += ["## Models", "", "| # | file | encoder | dense tasks | threshold |", "|---|---|---|---|---|"]
     for i, m in enumerate(models):
-        out.append(f"| {i} | `{m['path']}` | {m.get('encoder', '?')} | {', '.join(m.get('dense_tasks') or []) or 'none'}"
-                   f" | {fmt(m.get('threshold'), digits=4)} |")
+        tasks = ", ".join(m.get("dense_tasks") or []) or "none"
+        out.append(f"| {i} | `{m['path']}` | {m.get('encoder', '?')} | {tasks} | {fmt(m.get('threshold'), digits=4)} |")
     out += ["", "## Provenance", "", "| | |", "|---|---|"]
     for key, value in provenance.items():
         if key != "models":

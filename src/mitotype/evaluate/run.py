@@ -170,6 +170,7 @@ def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, 
     members = predict_members(models, images, batch_size=batch_size, tta=tta, device=device,
                               progress=progress)
     return write_evaluation(out_dir, figures, members.mean(axis=0), t, spec, infos, members=members,
-                            n_boot=n_boot, seed=seed, plots_and_report=plots_and_report, tta=tta, device=device, size_policy=size_policy,
+                            n_boot=n_boot, seed=seed, plots_and_report=plots_and_report, tta=tta, device=device,
+                            size_policy=size_policy,
                             threshold_source="--threshold" if threshold is not None else
                             ("model file" if len(models) == 1 else "mean of the models' thresholds"))
