@@ -99,6 +99,9 @@ class TrainConfig:
     domain_weights: bool = False  # per-domain loss weights (focal loss of the MIDOG25 winner)
     label_smoothing: float = 0.0
     early_stopping_patience: int = 0  # 0 = off
+    # What picks the checkpoint (and drives early stopping): val_bacc (at threshold 0.5), val_auroc, or
+    # val_loss. Balanced accuracy on a few hundred validation figures is noisy; AUROC and loss are smoother.
+    monitor: str = "val_bacc"
     val_fraction: float = 0.15  # slide-grouped validation part when no --val is given
     seed: int = 0
     num_workers: int = 0

@@ -165,3 +165,18 @@ def test_help_and_config_errors(capsys, tmp_path):
     assert "--config" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "none")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("monitor", "mode"), [("val_bacc", "max"), ("val_auroc", "max"), ("val_loss", "min")])
+def test_monitor_picks_checkpoint_and_early_stopping(monitor, mode, tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from mitotype.train.run import _callbacks
+
+    cfg = load_config(None, [f"train.monitor={monitor}", "train.early_stopping_patience=3"])
+    callbacks, best = _callbacks(cfg, tmp_path, progress=False)
+    stopper = next(c for c in callbacks if isinstance(c, EarlyStopping))
+    assert (best.monitor, best.mode) == (monitor, mode)
+    assert stopper.monitor == monitor and stopper.mode == mode and stopper.patience == 3
+    with pytest.raises(MitotypeError, match="train.monitor: 'val_f1' is not one of"):
+        _callbacks(load_config(None, ["train.monitor=val_f1"]), tmp_path, progress=False)

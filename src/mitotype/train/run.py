@@ -69,6 +69,9 @@ def _check_resume(cfg: RunConfig, data_spec: str, val_spec: str | None, out_dir:
                                 f"val {info.get('val_spec')!r}), got {data_spec!r}, val {val_spec!r}")
 
 
+MONITORS = {"val_bacc": "max", "val_auroc": "max", "val_loss": "min"}  # train.monitor -> better direction
+
+
 def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any]:
     from lightning.pytorch.callbacks import (
         EarlyStopping,
@@ -80,9 +83,12 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
 
     from mitotype.train.callbacks import EpochHistory, RngState
 
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_bacc",
-                                 mode="max", save_top_k=1, enable_version_counter=False)
-    # save_last=True above would refresh last.ckpt only when val_bacc improves: a second, unmonitored
+    monitor = cfg.train.monitor
+    if monitor not in MONITORS:
+        raise MitotypeError(f"train.monitor: {monitor!r} is not one of {sorted(MONITORS)}")
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
+                                 mode=MONITORS[monitor], save_top_k=1, enable_version_counter=False)
+    # save_last=True above would refresh last.ckpt only when the monitor improves: a second, unmonitored
     # checkpoint writes it after every epoch, so --resume loses at most the epoch in progress.
     last = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
@@ -90,7 +96,7 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
     if progress:  # tqdm, like every other progress bar of mitotype
         callbacks += [TQDMProgressBar(), ModelSummary(max_depth=1)]
     if cfg.train.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_bacc", mode="max", check_finite=False,
+        callbacks.append(EarlyStopping(monitor=monitor, mode=MONITORS[monitor], check_finite=False,
                                        patience=cfg.train.early_stopping_patience))
     if cfg.train.ema_decay > 0:
         # Validation and checkpoints see the averaged weights (Lightning swaps them in).
