@@ -114,6 +114,9 @@ class TrainConfig:
     num_nodes: int = 1
     max_train_batches: int | None = None  # for smoke tests: limit batches per epoch
     ema_decay: float = 0.0  # 0 = off
+    # Figure-mask targets of the dense tasks: "segmented" (classical haematoxylin segmentation,
+    # data/targets.py) or "disk" (a centred disk: the mask-quality ablation).
+    mask_method: str = "segmented"
 
 
 @dataclass

@@ -76,6 +76,22 @@ def test_figure_mask_rejects_non_rgb():
         targets.figure_mask(np.zeros((128, 128), np.uint8))
 
 
+def test_disk_masks_are_centred_disks_that_ignore_padding(amibr_sample):
+    _, images = amibr_sample
+    masks = targets.disk_masks(images, radius=12)
+    assert masks.shape == images.shape[:3] and masks.dtype == np.uint8
+    clean = [i for i, im in enumerate(images) if not targets.padding_mask(im).any()]
+    padded = [i for i, im in enumerate(images) if targets.padding_mask(im).any()]
+    assert clean and padded  # the sample holds both kinds
+    area = int((masks[clean[0]] == 1).sum())
+    assert abs(area - np.pi * 12**2) < 0.05 * np.pi * 12**2 and masks[clean[0], 64, 64] == 1
+    assert masks[clean[0], 0, 0] == 0
+    for i in padded:  # zero-padding is ignored (255), the rest of the disk stays
+        assert ((masks[i] == targets.IGNORE) == targets.padding_mask(images[i])).all()
+    with pytest.raises(MitotypeError, match="disk_masks: expected images"):
+        targets.disk_masks(images[0])
+
+
 def test_centre_heatmap_peaks_at_centre_of_mass_and_ignores_ignored_pixels():
     mask = np.zeros((64, 64), np.uint8)
     mask[10:20, 30:40] = 1

@@ -180,3 +180,16 @@ def test_monitor_picks_checkpoint_and_early_stopping(monitor, mode, tmp_path):
     assert stopper.monitor == monitor and stopper.mode == mode and stopper.patience == 3
     with pytest.raises(MitotypeError, match="train.monitor: 'val_f1' is not one of"):
         _callbacks(load_config(None, ["train.monitor=val_f1"]), tmp_path, progress=False)
+
+
+def test_mask_method_disk_replaces_the_segmented_targets(small_spec):
+    from mitotype.data.targets import disk_masks
+    from mitotype.train.datamodule import FigureDataModule
+
+    cfg = load_config(None, ["model.segmentation.enabled=true", "train.mask_method=disk", "train.val_fraction=0.25"])
+    dm = FigureDataModule(cfg, small_spec, progress=False)
+    dm.setup()
+    assert (dm.train_set.masks == disk_masks(dm.train_set.images)).all()
+    cfg = load_config(None, ["model.segmentation.enabled=true", "train.mask_method=circle"])
+    with pytest.raises(MitotypeError, match="train.mask_method: 'circle' is not one of"):
+        FigureDataModule(cfg, small_spec, progress=False).setup()

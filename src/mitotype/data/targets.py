@@ -225,6 +225,20 @@ def target_mask(image: np.ndarray, params: MaskParams | None = None) -> tuple[np
     return out, fallback
 
 
+def disk_masks(images: np.ndarray, radius: float | None = None) -> np.ndarray:
+    """The crudest figure mask: a disk of ``radius`` pixels (default ``MaskParams.fallback_radius``) at
+    every crop's centre, zero-padding ignored. The baseline that measures what mask quality is worth."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise MitotypeError(f"disk_masks: expected images (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
+    radius = MaskParams().fallback_radius if radius is None else radius
+    disk = (_radius(images.shape[1:3]) <= radius).astype(np.uint8)
+    masks = np.repeat(disk[None], len(images), axis=0)
+    for mask, image in zip(masks, images, strict=True):
+        mask[padding_mask(image)] = IGNORE
+    return masks
+
+
 def _work(batch: tuple[np.ndarray, MaskParams]) -> tuple[np.ndarray, np.ndarray]:
     images, params = batch
     results = [target_mask(im, params) for im in images]

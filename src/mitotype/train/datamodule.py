@@ -75,9 +75,14 @@ class FigureDataModule(L.LightningDataModule):
         images = load_images(everything, size=cfg.model.crop_size, progress=self.progress)
         masks = None
         if cfg.model.dense_tasks or cfg.model.background_swap.enabled:
-            from mitotype.data.targets import load_masks
+            from mitotype.data.targets import disk_masks, load_masks
 
-            masks, _fallback = load_masks(everything, images, progress=self.progress)
+            if cfg.train.mask_method == "segmented":
+                masks, _fallback = load_masks(everything, images, progress=self.progress)
+            elif cfg.train.mask_method == "disk":
+                masks = disk_masks(images)
+            else:
+                raise MitotypeError(f"train.mask_method: {cfg.train.mask_method!r} is not one of disk, segmented")
 
         def subset(idx: np.ndarray, augment, train: bool = True) -> FigureDataset:
             return FigureDataset(images[idx], labels[idx], masks=None if masks is None else masks[idx],
