@@ -117,6 +117,9 @@ class TrainConfig:
     # Figure-mask targets of the dense tasks: "segmented" (classical haematoxylin segmentation,
     # data/targets.py) or "disk" (a centred disk: the mask-quality ablation).
     mask_method: str = "segmented"
+    # Auxiliary loss weights over training: "constant", or "decay" (x cosine from 1 to 0: the dense tasks
+    # shape the features early, the classifier has the last epochs to itself).
+    aux_schedule: str = "constant"
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 from mitotype.config import RunConfig, TaskConfig
 from mitotype.errors import MitotypeError
 from mitotype.models import Outputs, create_model
-from mitotype.models.losses import MultiTaskLoss, swap_background
+from mitotype.models.losses import MultiTaskLoss, aux_weight_scale, swap_background
 
 S = 48
 
@@ -82,6 +82,22 @@ def test_total_is_weighted_sum_and_eval_outputs_skip_dense_terms():
     torch.testing.assert_close(total, expected)
     total, parts = loss_fn(model.eval()(batch["image"]), batch)
     assert set(parts) == {"class"} and torch.equal(total, parts["class"])
+
+
+def test_aux_scale_multiplies_only_the_dense_terms_and_its_schedule():
+    cfg = run_cfg()
+    model = create_model(cfg.model).train()
+    batch = tiny_batch()
+    outputs = model(batch["image"])
+    total, parts = MultiTaskLoss(cfg)(outputs, batch, aux_scale=0.2)
+    expected = parts["class"] + 0.2 * 0.5 * (parts["segmentation"] + parts["pixel_classes"] + parts["localisation"])
+    torch.testing.assert_close(total, expected)
+    assert aux_weight_scale("constant", 70, 100) == 1.0
+    assert aux_weight_scale("decay", 0, 100) == 1.0 and aux_weight_scale("decay", 100, 100) == 0.0
+    assert aux_weight_scale("decay", 50, 100) == pytest.approx(0.5)
+    assert aux_weight_scale("decay", 250, 100) == 0.0  # past the end (resumed with more epochs): stays off
+    with pytest.raises(MitotypeError, match="train.aux_schedule: 'warmup' is not one of"):
+        aux_weight_scale("warmup", 0, 100)
 
 
 def test_class_weights_and_sample_weights():

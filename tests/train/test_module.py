@@ -77,6 +77,13 @@ def test_training_step_runs_every_loss_and_learns():
     assert losses[-1] < losses[0]
 
 
+def test_unknown_aux_schedule_fails_at_construction():
+    from mitotype.errors import MitotypeError
+
+    with pytest.raises(MitotypeError, match="train.aux_schedule: 'warmup' is not one of"):
+        MitoModule(_cfg("model.segmentation=true", "train.aux_schedule=warmup"))
+
+
 def test_optimizer_groups_scale_encoder_lr_and_skip_decay_on_norms():
     cfg = _cfg("train.lr=0.01", "train.encoder_lr_scale=0.1", "train.epochs=4", "train.warmup_epochs=1")
     module = MitoModule(cfg)

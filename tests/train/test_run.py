@@ -12,10 +12,11 @@ from mitotype.config import load_config
 from mitotype.errors import MitotypeError
 
 # Fast settings: 64 px input, 2 batches of 8 per epoch; every auxiliary task, background swap, EMA and
-# per-domain weights on, so that one run goes through every branch of the training step.
+# per-domain weights and the auxiliary-weight decay on, so that one run goes through every branch of the
+# training step.
 FAST = ["model.pretrained=false", "model.input_size=64", "train.batch_size=8", "train.max_train_batches=2",
         "train.val_fraction=0.25", "model.background_swap.enabled=true", "train.ema_decay=0.9",
-        "train.domain_weights=true", "train.early_stopping_patience=3"]
+        "train.domain_weights=true", "train.early_stopping_patience=3", "train.aux_schedule=decay"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,8 @@ def test_run_writes_every_file(run_dir, small_spec):
     for column in ("train_loss", "train_class", "train_segmentation", "train_pixel_classes",
                    "train_localisation", "train_background_swap", "val_loss", "val_bacc", "val_auroc"):
         assert np.isfinite(float(rows[0][column])), column
+    # aux_schedule=decay over 2 steps: factors 1.0 and 0.5, logged as their epoch mean
+    assert float(rows[0]["aux_scale"]) == pytest.approx(0.75)
     val = json.loads((run_dir / "val_metrics.json").read_text())
     assert 0.0 <= val["tuned"]["threshold"] <= 1.0
     assert val["tuned"]["balanced_accuracy"] >= val["at_0.5"]["balanced_accuracy"]  # tuned on these data

@@ -12,6 +12,8 @@ total = class + w_seg * (BCE + Dice) + w_pix * (CE + Dice) + w_loc * (MSE | foca
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,8 +102,9 @@ class MultiTaskLoss(nn.Module):
         return 0.5 * (F.kl_div(q, p, log_target=True, reduction="batchmean")
                       + F.kl_div(p, q, log_target=True, reduction="batchmean"))
 
-    def forward(self, outputs, batch: dict, swapped=None):
-        """``outputs``: the model's Outputs; ``swapped``: Outputs on background-swapped images (optional)."""
+    def forward(self, outputs, batch: dict, swapped=None, aux_scale: float = 1.0):
+        """``outputs``: the model's Outputs; ``swapped``: Outputs on background-swapped images (optional);
+        ``aux_scale``: multiplies every dense task's weight (``aux_weight_scale``)."""
         m = self.model_cfg
         parts = {"class": self.class_loss(outputs.logits, batch["label"], batch.get("weight"))}
         total = parts["class"]
@@ -117,11 +120,25 @@ class MultiTaskLoss(nn.Module):
             task = getattr(m, name)
             if task.enabled and out is not None:
                 parts[name] = fn(out)
-                total = total + task.weight * parts[name]
+                total = total + aux_scale * task.weight * parts[name]
         if m.background_swap.enabled and swapped is not None:
             parts["background_swap"] = self.consistency(outputs.logits, swapped.logits)
             total = total + m.background_swap.weight * parts["background_swap"]
         return total, parts
+
+
+AUX_SCHEDULES = ("constant", "decay")
+
+
+def aux_weight_scale(schedule: str, step: int, total_steps: int) -> float:
+    """Factor on the auxiliary loss weights at ``step`` of ``total_steps`` (``train.aux_schedule``)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "decay":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
+    from mitotype.errors import MitotypeError
+
+    raise MitotypeError(f"train.aux_schedule: {schedule!r} is not one of {list(AUX_SCHEDULES)}")
 
 
 def swap_background(images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,

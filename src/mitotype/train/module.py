@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mitotype.config import RunConfig
-from mitotype.models.losses import swap_background
+from mitotype.models.losses import aux_weight_scale, swap_background
 
 
 def keep_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -50,6 +50,7 @@ class MitoModule(L.LightningModule):
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = MultiTaskLoss(cfg, class_weights=class_weights)
+        aux_weight_scale(cfg.train.aux_schedule, 0, 1)  # an unknown schedule fails here, not mid-training
         self.register_buffer("domain_weight", domain_weights, persistent=False)
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -64,6 +65,11 @@ class MitoModule(L.LightningModule):
         n = batch["image"].shape[0]
         if self.cfg.train.domain_weights and self.domain_weight is not None:
             batch = {**batch, "weight": self.domain_weight[batch["domain"]]}
+        aux_scale = 1.0
+        if self.cfg.train.aux_schedule != "constant":
+            aux_scale = aux_weight_scale(self.cfg.train.aux_schedule, self.global_step,
+                                         self.trainer.estimated_stepping_batches)
+            self.log("aux_scale", aux_scale, on_step=False, on_epoch=True, batch_size=n)
         swap = self.cfg.model.background_swap
         if swap.enabled and n > 1:
             swapped = swap_background(batch["image"], keep_mask(batch), batch["domain"])
@@ -73,13 +79,13 @@ class MitoModule(L.LightningModule):
                      for k, v in batch.items()}
             batch["image"] = torch.cat([batch["image"][:n], swapped])
             outputs = self(batch["image"])
-            total, parts = self.criterion(outputs, batch)
+            total, parts = self.criterion(outputs, batch, aux_scale=aux_scale)
             consistency = self.criterion.consistency(outputs.logits[:n], outputs.logits[n:])
             total = total + swap.weight * consistency
             parts = {**parts, "background_swap": consistency}
         else:
             outputs = self(batch["image"])
-            total, parts = self.criterion(outputs, batch)
+            total, parts = self.criterion(outputs, batch, aux_scale=aux_scale)
         if not torch.isfinite(total):
             from mitotype.errors import MitotypeError
 
