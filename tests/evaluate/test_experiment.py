@@ -130,6 +130,19 @@ def test_grid_resume_and_table(grid, tmp_path, monkeypatch):
     md = (out / "results.md").read_text()
     assert "## balanced_accuracy" in md and "| mtl |" in md and "Δ" in md
 
+    # --reference: the same runs against another config, beside (not over) the experiment's own table
+    run_experiment(grid, out, table_only=True, reference="mtl")
+    versus = pd.read_csv(out / "results_vs_mtl.csv")
+    for _, row in versus[versus["config"] == "stl"].iterrows():
+        mine = table[(table["config"] == "mtl") & (table["test_set"] == row["test_set"])
+                     & (table["metric"] == row["metric"])].iloc[0]
+        assert row["delta"] == pytest.approx(-mine["delta"], abs=1e-5)
+    assert versus.loc[versus["config"] == "mtl", "delta"].isna().all()
+    assert "reference config: `mtl`" in (out / "results_vs_mtl.md").read_text()
+    assert pd.read_csv(out / "results.csv").equals(table)  # the experiment's own table is untouched
+    with pytest.raises(MitotypeError, match="--reference 'seg' is not one of the configs"):
+        run_experiment(grid, out, table_only=True, reference="seg")
+
     # A third invocation trains nothing; a changed config is flagged on the finished runs, not hidden.
     run_experiment(grid, out, overrides=["train.lr=0.5"])
     assert len(fake.calls) == 13

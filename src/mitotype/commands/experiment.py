@@ -12,6 +12,7 @@ Examples:
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --set train.accelerator=gpu --set train.num_workers=8
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml train.accelerator=gpu   (same as --set)
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --out runs/exp/mtl_vs_stl --table-only
+  mitotype experiment --config experiments/amibr_levers.yaml --out runs/exp/levers --table-only --reference mtl
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: rewrite results.md/.csv/.png from the finished runs in --out (e.g. "
                              "after runs made on several machines were copied there)")
+    parser.add_argument("--reference", default=None, metavar="CONFIG",
+                        help="take the paired differences against this config instead of the experiment's "
+                             "reference, into results_vs_CONFIG.md/.csv/.png (e.g. --table-only --reference mtl)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
     argv = [a for a in sys.argv[1:] if a != "--table-only"]
     command = "mitotype " + shlex.join(argv) if "experiment" in argv else None
     run_experiment(args.config, args.out, dry_run=args.dry_run, overrides=[*args.set_overrides, *args.overrides],
-                   data=args.data, only=args.only, command=command, table_only=args.table_only)
+                   data=args.data, only=args.only, command=command, table_only=args.table_only,
+                   reference=args.reference)
     return 0

@@ -38,7 +38,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -515,7 +515,9 @@ def results_markdown(exp: Experiment, rows: list[dict[str, Any]], info: dict[str
     return "\n".join(out)
 
 
-def write_results(exp: Experiment, runs: list[Run], out: Path, info: dict[str, Any]) -> Path:
+def write_results(exp: Experiment, runs: list[Run], out: Path, info: dict[str, Any], stem: str = "results"
+                  ) -> Path:
+    """``stem``.md/.csv/.png in ``out``: the table of every finished run against ``exp.reference``."""
     import pandas as pd
 
     from mitotype.evaluate.plots import experiment_plot
@@ -526,12 +528,12 @@ def write_results(exp: Experiment, runs: list[Run], out: Path, info: dict[str, A
     if not table.empty:
         for column in ("values", "delta_values"):  # per seed, in the order of the experiment's seeds
             table[column] = table[column].map(lambda v: ";".join("" if x is None else f"{x:.6f}" for x in v))
-    with atomic_write(out / "results.csv", newline="") as fh:
+    with atomic_write(out / f"{stem}.csv", newline="") as fh:
         table.to_csv(fh, index=False)
     primary = exp.metrics[0]
-    experiment_plot([r for r in rows if r["metric"] == primary], out / "results.png", metric=primary,
+    experiment_plot([r for r in rows if r["metric"] == primary], out / f"{stem}.png", metric=primary,
                     reference=exp.reference)
-    path = out / "results.md"
+    path = out / f"{stem}.md"
     write_text(path, results_markdown(exp, rows, info))
     return path
 
@@ -561,15 +563,22 @@ def describe(exp: Experiment, runs: list[Run], out: Path) -> str:
 
 def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run: bool = False,
                    overrides: Sequence[str] = (), data: str | None = None, only: str | None = None,
-                   command: str | None = None, table_only: bool = False) -> Path:
+                   command: str | None = None, table_only: bool = False, reference: str | None = None) -> Path:
     """Run (or resume) every run of the experiment, then write the table; returns ``results.md``.
 
     ``overrides`` (``KEY=VALUE``) apply to every run after the experiment's own (e.g. ``train.accelerator=gpu``);
     ``only`` restricts this invocation to runs whose id contains it (the table still covers all finished runs).
     ``command``: the command line to print as "Reproduce" in results.md. ``table_only``: train nothing, only
-    rewrite the table from the finished runs.
+    rewrite the table from the finished runs. ``reference``: take the paired differences against this config
+    instead of the file's (e.g. each lever against the full multi-task model); the table is then written as
+    ``results_vs_<reference>.md/.csv/.png`` beside the file's own.
     """
     exp = load_experiment(path, data=data)
+    stem = "results"
+    if reference is not None and reference != exp.reference:
+        if reference not in exp.configs:
+            raise MitotypeError(f"--reference {reference!r} is not one of the configs {list(exp.configs)}")
+        stem = f"results_vs_{reference}"
     out = Path(out_dir) if out_dir else Path("runs") / "experiments" / exp.name
     for config in exp.configs:  # fail early on a bad config or override, before hours of training
         try:
@@ -617,7 +626,8 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
     done = sum(run_state(out / "runs" / r.id) == "done" for r in runs)
     info = {"done": done, "total": len(runs), "failed": len(failed), "seconds": time.time() - t0,
             "command": command or f"run_experiment({str(path)!r}, out_dir={str(out)!r})"}
-    path = write_results(exp, runs, out, info)
+    table_exp = exp if stem == "results" else replace(exp, reference=reference)
+    path = write_results(table_exp, runs, out, info, stem=stem)
     _say(log_path, f"{done}/{len(runs)} runs finished; table: {path}")
     if failed:
         raise MitotypeError(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in {out / 'runs'}); "
