@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mitotype.cli import main
 from mitotype.config import load_config
@@ -149,6 +150,19 @@ def test_single_task_run_with_separate_validation_data(small_spec, tmp_path):
     assert info["val_spec"] == small_spec and info["data"]["val"]["n"] == 48  # all of --val, no hold-out
     loaded = load_model(model_path)
     assert loaded.config.model.dense_tasks == [] and not hasattr(loaded.model.decoders, "segmentation")
+    # A training checkpoint loads as a model too (e.g. to evaluate the last epoch): same weights as model.pt
+    # here (one epoch: best = last), no tuned threshold.
+    from_ckpt = load_model(tmp_path / "stl" / "checkpoints" / "last.ckpt")
+    assert from_ckpt.threshold == 0.5 and from_ckpt.meta["checkpoint_epoch"] == 0
+    for (name, a), (_, b) in zip(loaded.model.state_dict().items(), from_ckpt.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_an_ema_run_is_refused(run_dir):
+    from mitotype.models.modelfile import load_model
+
+    with pytest.raises(MitotypeError, match="checkpoint of an EMA run"):
+        load_model(run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_help_and_config_errors(capsys, tmp_path):

@@ -114,6 +114,8 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle errors, foreign objects: same for users
         raise MitotypeError(f"{path}: not a readable mitotype model file (corrupt or truncated?): "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    if isinstance(payload, dict) and "config" in payload.get("hyper_parameters", {}) and "state_dict" in payload:
+        return _from_training_checkpoint(path, payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MitotypeError(f"{path}: not a mitotype model file (no '{FORMAT}' format tag); a plain PyTorch "
                             "checkpoint cannot be used as a model: train one with `mitotype train`")
@@ -121,6 +123,19 @@ def read_payload(path: str | Path) -> dict[str, Any]:
         raise MitotypeError(f"{path}: model file format {payload['format_version']} is newer than this "
                             f"mitotype understands ({FORMAT_VERSION}); upgrade mitotype")
     return payload
+
+
+def _from_training_checkpoint(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A model-file payload from a `mitotype train` checkpoint (``checkpoints/best.ckpt`` or ``last.ckpt``), e.g.
+    to evaluate the last epoch instead of the chosen one. It has no tuned threshold: 0.5 unless the caller
+    gives one (``mitotype evaluate --threshold``)."""
+    cfg = ckpt["hyper_parameters"]["config"]
+    if float(cfg.get("train", {}).get("ema_decay", 0.0)) > 0:
+        raise MitotypeError(f"{path}: a checkpoint of an EMA run holds the raw weights, not the averaged ones; "
+                            "use the run's model.pt")
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return {"format": FORMAT, "config": cfg, "state_dict": state, "threshold": 0.5,
+            "checkpoint_epoch": ckpt.get("epoch")}
 
 
 def load_model(path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
