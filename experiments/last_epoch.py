@@ -8,8 +8,9 @@ reference configs, 95 % interval resampling test slides and seeds, as `mitotype 
     python3 experiments/last_epoch.py --config experiments/amibr_levers.yaml --out results/amibr_levers \
         --reference stl --reference mtl
 
-Writes ``last_epoch.csv`` (one row per config and reference) into --out and prints it as Markdown. Weights
-are not committed, so this runs where the experiment ran.
+Writes ``last_epoch.csv`` (one row per config and reference) into --out and prints it as Markdown, and
+each run's last-epoch P(atypical) to ``eval/last_epoch_p_atypical.csv`` (reused by the next call). Weights are
+not committed, so a first call runs where the experiment ran; later ones need only the cached files.
 """
 
 from __future__ import annotations
@@ -42,11 +43,17 @@ def main() -> None:
     for run in runs:
         d = out / "runs" / run.id
         ckpt = d / "train" / "checkpoints" / "last.ckpt"
-        if E.run_state(d) != "done" or not ckpt.is_file():
+        cached = d / "eval" / "last_epoch_p_atypical.csv"  # small, committed; reused while last.ckpt is unchanged
+        if E.run_state(d) != "done" or not (ckpt.is_file() or cached.is_file()):
             continue
         figures = load_figures(f"manifest:{d / 'test.csv'}")
-        model = load_model(ckpt)
-        probs = predict_proba([model], load_images(figures, model.config.model.crop_size), batch_size=128)
+        if cached.is_file() and (not ckpt.is_file() or cached.stat().st_mtime > ckpt.stat().st_mtime):
+            probs = pd.read_csv(cached)["p_atypical"].to_numpy(float)
+        else:
+            model = load_model(ckpt)
+            probs = predict_proba([model], load_images(figures, model.config.model.crop_size), batch_size=128)
+            with atomic_write(cached, newline="") as fh:
+                pd.DataFrame({"path": [f.path for f in figures], "p_atypical": probs}).to_csv(fh, index=False)
         keys = np.array([f"{f.path}#{'' if f.page is None else f.page}" for f in figures])
         order = np.argsort(keys, kind="mergesort")
         key = (run.test_set, run.config, run.seed)
