@@ -54,13 +54,11 @@ def main() -> None:
             probs = predict_proba([model], load_images(figures, model.config.model.crop_size), batch_size=128)
             with atomic_write(cached, newline="") as fh:
                 pd.DataFrame({"path": [f.path for f in figures], "p_atypical": probs}).to_csv(fh, index=False)
-        keys = np.array([f"{f.path}#{'' if f.page is None else f.page}" for f in figures])
-        order = np.argsort(keys, kind="mergesort")
         key = (run.test_set, run.config, run.seed)
-        ready[key] = {
-            "key": keys[order], "labels": np.array([f.label for f in figures], np.int64)[order],
-            "probs": probs[order], "threshold": np.full(len(figures), 0.5),
-            "groups": np.array([str(f.group) for f in figures])[order]}
+        ready[key] = E.pooled_predictions(pd.DataFrame({
+            "path": [f.path for f in figures], "page": [f.page for f in figures],
+            "label": [f.label for f in figures], "group": [f.group for f in figures],
+            "p_atypical": probs, "threshold": 0.5}))
         print(f"{run.id}: last-epoch AUROC {float(E._seed_metric(ready[key], 'auroc')[0]):.3f}", flush=True)
     rows = []
     for test_set in dict.fromkeys(r.test_set for r in runs):

@@ -408,18 +408,21 @@ def _collect(runs: list[Run], runs_dir: Path) -> dict[tuple[str, str, int], dict
         table = read_predictions(d / "eval" / "predictions.csv")
         table["threshold"] = json.loads((d / "eval" / "metrics.json").read_text())["threshold"]
         tables.setdefault(key, []).append(table)
-    out = {}
-    for key, parts in tables.items():
-        if len(parts) != need[key]:
-            continue
-        t = pd.concat(parts, ignore_index=True)
-        # identity of a figure: path and page (pandas' NA must not leak into the key: NA != NA)
-        t["key"] = [f"{path}#{'' if pd.isna(page) else int(page)}" for path, page in zip(t["path"], t["page"])]
-        t = t.sort_values("key", kind="mergesort").reset_index(drop=True)
-        out[key] = {"key": t["key"].to_numpy(), "labels": t["label"].to_numpy(np.int64),
-                    "probs": t["p_atypical"].to_numpy(float), "threshold": t["threshold"].to_numpy(float),
-                    "groups": t["group"].astype(str).to_numpy()}
-    return out
+    return {key: pooled_predictions(pd.concat(parts, ignore_index=True))
+            for key, parts in tables.items() if len(parts) == need[key]}
+
+
+def pooled_predictions(t) -> dict[str, np.ndarray]:
+    """The arrays the table is computed from, sorted by figure, from a DataFrame with columns path, page,
+    label, group, p_atypical and threshold (one row per test figure)."""
+    import pandas as pd
+
+    # identity of a figure: path and page (pandas' NA must not leak into the key: NA != NA)
+    t = t.assign(key=[f"{path}#{'' if pd.isna(page) else int(page)}" for path, page in zip(t["path"], t["page"])])
+    t = t.sort_values("key", kind="mergesort").reset_index(drop=True)
+    return {"key": t["key"].to_numpy(), "labels": t["label"].to_numpy(np.int64),
+            "probs": t["p_atypical"].to_numpy(float), "threshold": t["threshold"].to_numpy(float),
+            "groups": t["group"].astype(str).to_numpy()}
 
 
 def _seed_metric(p: dict[str, np.ndarray], metric: str, weights: np.ndarray | None = None) -> np.ndarray:

@@ -41,6 +41,8 @@ class FigureDataModule(L.LightningDataModule):
 
     # Lightning calls setup() on every process (DDP): each rank reads the data itself, no pickling.
     def setup(self, stage: str | None = None) -> None:
+        if self.cfg.train.mask_method not in ("segmented", "disk"):
+            raise MitotypeError(f"train.mask_method: {self.cfg.train.mask_method!r} is not one of disk, segmented")
         if self.train_set is not None:
             return
         from mitotype.data.dataset import FigureDataset
@@ -77,12 +79,10 @@ class FigureDataModule(L.LightningDataModule):
         if cfg.model.dense_tasks or cfg.model.background_swap.enabled:
             from mitotype.data.targets import disk_masks, load_masks
 
-            if cfg.train.mask_method == "segmented":
-                masks, _fallback = load_masks(everything, images, progress=self.progress)
-            elif cfg.train.mask_method == "disk":
+            if cfg.train.mask_method == "disk":
                 masks = disk_masks(images)
             else:
-                raise MitotypeError(f"train.mask_method: {cfg.train.mask_method!r} is not one of disk, segmented")
+                masks, _fallback = load_masks(everything, images, progress=self.progress)
 
         def subset(idx: np.ndarray, augment, train: bool = True) -> FigureDataset:
             return FigureDataset(images[idx], labels[idx], masks=None if masks is None else masks[idx],
