@@ -40,22 +40,31 @@ def _cache_dir(tmp_path_factory):
     yield
 
 
+GET_DATA = ("the tests use real data in MITOTYPE_SHARED_DATA (default ../shared/data beside the clone): "
+            "`mitotype data download amibr --to DATA/amibr` fetches AMi-Br (needs internet), the MIDOG 2025 "
+            "label table and track-2 example come from doi:10.5281/zenodo.16044804 and "
+            "github.com/DeepMicroscopy/MIDOG25_T2_reference_docker; then `export MITOTYPE_SHARED_DATA=DATA`")
+
+
+def require_data(path: Path, what: str) -> Path:
+    """``path`` if it exists, else fail the test with how to get the data (never skip: a skipped test
+    would hide that the suite did not run on real images)."""
+    if not path.exists():
+        pytest.fail(f"{what} not found at {path}; {GET_DATA}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def amibr_root() -> Path:
-    if not (AMIBR / "AMI-BR.csv").is_file():
-        pytest.fail(f"real AMi-Br data not found at {AMIBR} (set MITOTYPE_SHARED_DATA)")
-    return AMIBR
+    return require_data(AMIBR / "AMI-BR.csv", "real AMi-Br data").parent
 
 
 @pytest.fixture(scope="session")
 def track2_root() -> Path:
-    if not (TRACK2 / "input" / "stack_5.tiff").is_file():
-        pytest.fail(f"MIDOG25 track-2 example not found at {TRACK2}")
+    require_data(TRACK2 / "input" / "stack_5.tiff", "MIDOG25 track-2 example")
     return TRACK2
 
 
 @pytest.fixture(scope="session")
 def midog25_csv() -> Path:
-    if not MIDOG25_CSV.is_file():
-        pytest.fail(f"MIDOG25 label table not found at {MIDOG25_CSV}")
-    return MIDOG25_CSV
+    return require_data(MIDOG25_CSV, "MIDOG25 label table")

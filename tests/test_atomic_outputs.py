@@ -9,6 +9,7 @@ src/mitotype writes a file any other way (append-only logs excepted).
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,24 @@ def test_static_check_catches_a_plain_write(tmp_path):
                    "    t.to_csv(p)\n    fig.savefig(p)\n    torch.save(m, p)\n"
                    "    with atomic_write(p) as h:\n        t.to_csv(h)\n        torch.save(m, h)\n")
     assert len(_violations(bad)) == 5
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    """mkstemp creates 0600 files; outputs must be readable as any new file is (a container's non-root
+    user writes the challenge JSON that the host reads)."""
+    old = os.umask(umask)
+    try:
+        mio.write_json(tmp_path / "out.json", {"a": 1})
+        mio.write_bytes(tmp_path / "model.onnx", b"x")
+    finally:
+        os.umask(old)
+    for name in ("out.json", "model.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+def test_absolute_path_keeps_symbolic_links(tmp_path, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert mio.absolute_path("link/a.png") == str(tmp_path / "link" / "a.png")

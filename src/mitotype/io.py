@@ -27,6 +27,9 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; a result must be readable as any other new file would be (0644 under
+        # the usual umask), e.g. challenge output written by a container's user and read by the host's
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
@@ -36,6 +39,18 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def absolute_path(path: str | Path) -> str:
+    """The one rule for paths written into outputs (manifests, predictions): absolute, as the user gave it,
+    symbolic links kept (not resolved), so that every output names a file the same way."""
+    return os.path.abspath(path)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -28,9 +28,12 @@ def _write(path: Path, data: dict) -> Path:
 
 @pytest.fixture()
 def grid(tmp_path, amibr_root):
-    """Two configs x two seeds x (published split + 2-fold grouped CV) on 60 real AMi-Br figures."""
+    """Two configs x two seeds x (published split + 2-fold grouped CV) on 60 real AMi-Br figures, reached
+    through a symbolic link (as users' data often are): every output must name the files the same way."""
+    linked = tmp_path / "linked-amibr"
+    linked.symlink_to(amibr_root.resolve(), target_is_directory=True)
     return _write(tmp_path / "grid.yaml", {
-        "name": "grid", "data": f"amibr:{amibr_root}:domain=source", "subsample": 60, "seeds": [0, 1],
+        "name": "grid", "data": f"amibr:{linked}:domain=source", "subsample": 60, "seeds": [0, 1],
         "protocols": {"published": {}, "cv": {"kind": "kfold", "k": 2}},
         "configs": {"stl": {}, "mtl": {"overrides": ["model.segmentation.enabled=true"]}},
         "reference": "stl", "overrides": ["model.pretrained=false", "train.epochs=1"],
@@ -101,6 +104,7 @@ def test_grid_resume_and_table(grid, tmp_path, monkeypatch):
     train_m, test_m = pd.read_csv(d / "train.csv"), pd.read_csv(d / "test.csv")
     assert not set(train_m["group"]) & set(test_m["group"])
     assert list(pd.read_csv(d / "eval/predictions.csv")["path"]) == list(test_m["path"])
+    assert all(p.startswith(str(tmp_path / "linked-amibr")) for p in test_m["path"])  # links kept
 
     table = pd.read_csv(out / "results.csv")
     assert set(table["test_set"]) == {"published", "cv"} and set(table["config"]) == {"stl", "mtl"}

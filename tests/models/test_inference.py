@@ -90,9 +90,12 @@ def test_crop_then_resize_to_the_models_sizes(crops):
         memory_format=torch.channels_last)
 
 
-def test_bf16_stays_close_to_fp32(crops, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # the ImageNet file is placed from the offline package
+def test_bf16_stays_close_to_fp32(crops, tmp_path, monkeypatch, imagenet_file):
+    from mitotype.models import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # a private hub cache, filled from the offline copy
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    weights.install(imagenet_file)
     lm = loaded_model(encoder="tv_mobilenet_v2", pretrained=True, size=128)
     last = lm.model.head.mlp[-1]
     with torch.no_grad():  # rescale the random last layer: logit differences with mean 0 and spread 2

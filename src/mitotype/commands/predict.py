@@ -1,6 +1,7 @@
 """P(atypical) for mitotic figure crops, folders, MIDOG TIFF stacks or positions on a whole-slide image.
 
 Examples:
+  mitotype predict --example          (16 AMi-Br test crops shipped with mitotype, as a track-2 stack)
   mitotype predict ../shared/data/midog25-track2-example/input/stack_5.tiff
   mitotype predict crops/ --out predictions.csv --tta
   mitotype predict crops/ --model a.pt --model b.pt --out predictions.json     (ensemble: mean probability)
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slide-mpp", type=positive_float, metavar="UM",
                         help="with --slide: microns per pixel at level 0, for slides without resolution metadata "
                              "(overrides the metadata)")
+    parser.add_argument("--example", action="store_true",
+                        help="add the example shipped with mitotype to the inputs: a 16-page stack of AMi-Br "
+                             "test-split crops (5 atypical, 11 normal)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -67,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         raise MitotypeError("--slide-mpp needs --slide")
     if args.out:
         check_output(args.out, args.slide is not None)
-    rows, info = predict(args.inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
+    inputs = list(args.inputs)
+    if args.example:
+        from mitotype.data.example import EXAMPLE_STACK
+
+        inputs.append(str(EXAMPLE_STACK))
+    rows, info = predict(inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
                          device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
                          slide_mpp=args.slide_mpp, progress=False if args.quiet else None)
     if args.out:

