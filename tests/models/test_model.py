@@ -121,6 +121,18 @@ def test_cam_shape_range_and_no_param_grads():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_cam_defaults_to_a_stride_8_stage_finer_than_the_last():
+    """The deepest stage is 4 x 4 at 128 px (blobs along the border); the default CAM is taken on the
+    16 x 16 stage, and stage=-1 still gives the coarse one."""
+    model = create_model(make_cfg("tv_mobilenet_v2"))
+    x = torch.rand(1, 3, 128, 128)
+    stage = model.cam_stage()
+    features = model.encoder(x)
+    assert features[stage].shape[-1] == 16 and features[-1].shape[-1] == 4
+    torch.testing.assert_close(model.cam(x), model.cam(x, stage=stage))
+    assert not torch.allclose(model.cam(x), model.cam(x, stage=-1))
+
+
 def test_frozen_encoder_keeps_weights_and_norm_statistics():
     model = create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="frozen"))
     bn = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))

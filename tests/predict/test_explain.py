@@ -26,7 +26,9 @@ def test_explain_writes_panels_sheet_and_table(tmp_path, small_model, amibr_root
     assert [r["index"] for r in rows[2:]] == ["0", "1"]
     pngs = sorted((out / "figures").glob("*.png"))
     assert [str(p.relative_to(out)) for p in pngs] == sorted(r["png"] for r in rows)
-    assert any("stack_5.tiff_1" in p.name for p in pngs)
+    assert any(p.name.endswith("_stack_5_1.png") for p in pngs)
+    # no stray '_' from the '[page]' suffix, no doubled image suffix
+    assert not any(p.stem.endswith("_") or ".png." in p.name or ".tiff" in p.name for p in pngs)
     panel = np.asarray(Image.open(pngs[0]).convert("RGB"))
     assert panel.shape[1] > 3 * panel.shape[0]  # four panels side by side
     assert panel.std() > 10  # not blank
@@ -70,3 +72,25 @@ def test_model_without_dense_heads(tmp_path, track2_root):
     fig = figure_panel(page[0], "p0", float(maps["p"][0]), "normal", None, None, maps["cam"][0])
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "(no segmentation head)" in texts and "(no pixel-class head)" in texts
+
+
+def test_pixel_class_panel_leaves_zero_padding_untinted(amibr_root):
+    """A real padded AMi-Br crop: pixel classes that call the padding 'atypical' are not painted there."""
+    from mitotype.data.images import read_rgb
+    from mitotype.data.targets import padding_mask
+    from mitotype.predict.explain import CLASS_COLOURS, class_overlay
+
+    padded = None
+    for name in sorted((amibr_root / "patches" / "atypical").glob("*.png")):
+        image = read_rgb(name)
+        if padding_mask(image).mean() > 0.1:
+            padded = image
+            break
+    assert padded is not None, "no padded crop found"
+    pad = padding_mask(padded)
+    classes = np.zeros((3,) + padded.shape[:2], dtype=np.float32)
+    classes[2] = 1.0  # every pixel 'atypical'
+    overlay = class_overlay(padded, classes)
+    assert np.allclose(overlay[pad], 0.0)  # still black
+    tissue = overlay[~pad]
+    assert np.allclose(tissue, padded[~pad] / 255 * 0.45 + CLASS_COLOURS[2] * 0.55, atol=1e-5)

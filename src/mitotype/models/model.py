@@ -74,28 +74,37 @@ class MitoNet(nn.Module):
         finally:
             self.train(was_training)
 
-    def cam(self, x: torch.Tensor, target: int = 1) -> torch.Tensor:
-        """Grad-CAM of class ``target`` (default atypical) on the last encoder stage: (N, H, W) in [0, 1].
+    def cam_stage(self, stride: int = 8) -> int:
+        """Index of the encoder stage whose maps are ``stride`` x finer than the input (else the deepest
+        stage at most that coarse): Grad-CAM there is 16 x 16 at 128 px, fine enough to show the cell."""
+        reductions = list(self.encoder.feature_info.reduction())
+        fitting = [i for i, r in enumerate(reductions) if r <= stride]
+        return fitting[-1] if fitting else len(reductions) - 1
 
-        Gradients of the target logit with respect to the deepest feature map are averaged per channel and
-        weight that map; ReLU, bilinear up-sampling to the input size, and per-image max-normalisation.
-        Parameter gradients are not touched.
+    def cam(self, x: torch.Tensor, target: int = 1, stage: int | None = None) -> torch.Tensor:
+        """Grad-CAM of class ``target`` (default atypical) on encoder stage ``stage`` (default
+        :meth:`cam_stage`, stride 8; -1 = the deepest): (N, H, W) in [0, 1].
+
+        Gradients of the target logit with respect to that stage's feature map are averaged per channel and
+        weight the map; ReLU, bilinear up-sampling to the input size, and per-image max-normalisation. The
+        deepest stage is 4 x 4 at 128 px, which reads as blobs along the border, hence the finer default.
+        The input is made to require gradients, so a frozen encoder works too; parameter gradients are not
+        touched.
         """
+        stage = self.cam_stage() if stage is None else stage
         was_training = self.training
         self.eval()
         try:
             with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
                 features = self.encoder(x)
-                deep = features[-1]
-                if not deep.requires_grad:  # frozen encoder
-                    deep = deep.detach().requires_grad_(True)
-                    features = [*features[:-1], deep]
+                chosen = features[stage]
                 mask = self._dense(features, ["segmentation"], x.shape[-2:])["segmentation"] \
                     if self.cfg.mask_pooling else None
-                logits = self.head(deep, mask)
-                (grad,) = torch.autograd.grad(logits[:, target].sum(), deep)
+                logits = self.head(features[-1], mask)
+                (grad,) = torch.autograd.grad(logits[:, target].sum(), chosen)
             weights = grad.mean(dim=(2, 3), keepdim=True)
-            cam = torch.relu((weights * deep.detach()).sum(dim=1, keepdim=True))
+            cam = torch.relu((weights * chosen.detach()).sum(dim=1, keepdim=True))
             cam = nn.functional.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear",
                                             align_corners=False)[:, 0]
             return cam / cam.flatten(1).amax(dim=1).clamp_min(1e-8)[:, None, None]

@@ -58,11 +58,15 @@ def _resized(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def class_overlay(image: np.ndarray, class_probs: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """Crop (uint8) tinted by the argmax pixel class (background untouched); float RGB in [0, 1]."""
-    base = _resized(image, class_probs.shape[-1]).astype(np.float32) / 255
+    """Crop (uint8) tinted by the argmax pixel class (background untouched); float RGB in [0, 1]. Black
+    zero-padding is left untinted: it is not tissue, and training ignores the dense losses there."""
+    from mitotype.data.targets import padding_mask
+
+    resized = _resized(image, class_probs.shape[-1])
+    base = resized.astype(np.float32) / 255
     label = class_probs.argmax(0)
     tint = CLASS_COLOURS[label]
-    weight = (label > 0)[..., None] * alpha
+    weight = ((label > 0) & ~padding_mask(resized))[..., None] * alpha
     return base * (1 - weight) + tint * weight
 
 
@@ -78,6 +82,9 @@ def figure_panel(image: np.ndarray, name: str, p: float, label: str, mask: np.nd
     axes[0].imshow(image)
     axes[0].set_title("crop")
     if mask is not None:
+        from mitotype.data.targets import padding_mask
+
+        mask = np.where(padding_mask(_resized(image, mask.shape[-1])), 0.0, mask)  # padding is not tissue
         axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
         axes[1].set_title("predicted figure mask")
     if classes is not None:
@@ -136,7 +143,10 @@ def _resize_float(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
+    """A file-name part without the image's own suffix: runs of other characters become one '_', none left
+    at the ends ('crop.png' -> 'crop', 'stack.tiff[3]' -> 'stack_3')."""
+    name = re.sub(r"\.(png|jpe?g|tiff?|webp)(?=\[|$)", "", name, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80]
 
 
 def explain(
