@@ -2,7 +2,7 @@
 intervals (resampling slides where known), per domain, plus plots and a Markdown report.
 
 Writes to --out: metrics.json, predictions.csv, roc.png, confusion.png, domains.png, reliability.png,
-report.md, run.json.  Several --model options make an ensemble: the mean P(atypical) of the models, with the
+errors.png (the false positives and negatives, most wrong first), report.md, run.json.  Several --model options make an ensemble: the mean P(atypical) of the models, with the
 mean of their stored thresholds (or --threshold).
 
 Examples:

@@ -94,11 +94,26 @@ def domain_plot(metrics: Mapping[str, Any], path: str | Path, metric: str = "bal
     if metrics.get(metric) is not None:
         ax.axvline(metrics[metric], color="C3", lw=1, ls=":")
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
-    ax.set_xlim(0, 1)
+    ax.set_xlim(*_spread_limits(rows, metric))
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.invert_yaxis()
     ax.set(xlabel=f"{metric.replace('_', ' ')} (95% bootstrap interval)", title=f"{metric} per domain")
     _save(fig, path)
+
+
+def _spread_limits(rows: Sequence[tuple[str, Mapping[str, Any]]], metric: str) -> tuple[float, float]:
+    """An axis that shows the domains' spread (values and intervals, a margin around them) instead of
+    0-1, where every domain would sit in the same few millimetres; never beyond [0, 1]."""
+    ends = []
+    for _, m in rows:
+        if m.get(metric) is not None:
+            ends.append(m[metric])
+            ends.extend((m.get("ci95") or {}).get(metric) or [])
+    if not ends:
+        return 0.0, 1.0
+    lo, hi = min(ends), max(ends)
+    margin = max(0.02, 0.1 * (hi - lo))
+    return max(0.0, lo - margin), min(1.0, hi + margin)
 
 
 def reliability_plot(calibration: Mapping[str, Any], path: str | Path) -> None:

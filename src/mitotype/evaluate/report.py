@@ -29,13 +29,36 @@ def metrics_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def calibration_words(calibration: Mapping[str, Any], min_count: int = 20, tolerance: float = 0.05) -> str:
+    """The reliability diagram in one sentence: each bin (of at least ``min_count`` figures) where the mean
+    P(atypical) over- or under-states the observed atypical rate by more than ``tolerance``."""
+    bins = [(p, o, n) for p, o, n in zip(calibration["mean_predicted"], calibration["observed"],
+                                         calibration["count"]) if n >= min_count and p is not None]
+    if not bins:
+        return f"too few figures per bin (< {min_count}) to judge."
+    parts = []
+    for sign, word in ((1, "over-confident (P(atypical) above the observed rate)"),
+                       (-1, "under-confident (P(atypical) below the observed rate)")):
+        off = [f"{p:.2f} -> {o:.2f} ({n})" for p, o, n in bins if sign * (p - o) > tolerance]
+        if off:
+            parts.append(f"{word} in {len(off)} bin(s), predicted -> observed (figures): " + ", ".join(off))
+    if not parts:
+        return (f"P(atypical) matches the observed atypical rate within {tolerance:.2f} in every bin with "
+                f"at least {min_count} figures.")
+    return "; ".join(parts) + f". Bins of at least {min_count} figures, differences over {tolerance:.2f}."
+
+
 def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, Any]], spec: str,
                       plots: Mapping[str, str], provenance: Mapping[str, Any],
                       calibration: Mapping[str, Any] | None = None) -> str:
     """Markdown text; ``plots`` maps a caption to a PNG path relative to the report."""
     boot = metrics["bootstrap"]
     unit = "groups (slides or cases)" if boot["unit"] == "group" else "figures (no shared slides known)"
-    kind = "model" if len(models) == 1 else f"ensemble of {len(models)} models (mean P(atypical))"
+    if len(models) == 1:
+        m = models[0]
+        kind = f"`{m['path']}`" + (f" (`{m['file']}`)" if m.get("file") and m["file"] != m["path"] else "")
+    else:
+        kind = f"ensemble of {len(models)} models (mean P(atypical))"
     out = [
         "# mitotype evaluation",
         "",
@@ -54,6 +77,7 @@ def evaluation_report(metrics: Mapping[str, Any], models: Sequence[Mapping[str, 
     out += [f"Confusion: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}."]
     if calibration is not None:
         out[-1] += f" Expected calibration error (10 bins): {calibration['ece']:.3f}."
+        out += ["", f"**Calibration:** {calibration_words(calibration)}"]
     undefined = [d for d, m in metrics["per_domain"].items() if m["auroc"] is None]
     if undefined:
         out += ["", f"Domains with one class only (AUROC, balanced accuracy undefined): {', '.join(undefined)}."]

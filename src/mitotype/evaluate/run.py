@@ -1,7 +1,7 @@
 """``mitotype evaluate``: predictions of one model (or the mean of several) on a labelled data set, then the
 metrics, the plots and the report in one folder.
 
-Outputs (all written atomically): ``metrics.json``, ``predictions.csv``, ``roc.png``, ``confusion.png``,
+Outputs (all written atomically): ``metrics.json``, ``predictions.csv``, ``roc.png``, ``confusion.png``, ``errors.png``,
 ``domains.png``, ``reliability.png``, ``report.md``, ``run.json``.
 """
 
@@ -50,9 +50,12 @@ def _sha256(path: str | Path) -> str | None:
 
 
 def model_info(path: str | Path, loaded: Any) -> dict[str, Any]:
-    """What the report and run.json say about one model file."""
+    """What the report and run.json say about one model file ('default' also names the shipped file)."""
+    from mitotype.models.modelfile import default_model_path
+
     cfg = loaded.config
-    return {"path": str(path), "sha256": _sha256(path), "threshold": float(loaded.threshold),
+    file = default_model_path() if str(path) == "default" else Path(path)
+    return {"path": str(path), "file": str(file), "sha256": _sha256(file), "threshold": float(loaded.threshold),
             "encoder": cfg.model.encoder, "dense_tasks": list(cfg.model.dense_tasks),
             "crop_size": cfg.model.crop_size, "input_size": cfg.model.input_size,
             "trained_on": (loaded.meta or {}).get("data_spec")}
@@ -112,10 +115,11 @@ def read_predictions(path: str | Path) -> Any:
 def write_evaluation(out_dir: str | Path, figures: Sequence, probs: np.ndarray, threshold: float, spec: str,
                      models: Sequence[dict[str, Any]], members: np.ndarray | None = None,
                      n_boot: int = 1000, seed: int = 0, plots_and_report: bool = True,
-                     **extra: Any) -> dict[str, Any]:
+                     extra_plots: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """Everything ``evaluate`` writes, from the probabilities alone (the experiment runner reuses it).
 
-    ``plots_and_report=False`` writes only metrics.json, predictions.csv and run.json (large grids)."""
+    ``plots_and_report=False`` writes only metrics.json, predictions.csv and run.json (large grids);
+    ``extra_plots`` (caption -> file in ``out_dir``) are linked in the report, e.g. the error gallery."""
     out = Path(out_dir)
     labels = np.array([f.label for f in figures], dtype=np.int64)
     probs = np.asarray(probs, dtype=float)
@@ -139,9 +143,28 @@ def write_evaluation(out_dir: str | Path, figures: Sequence, probs: np.ndarray, 
         plots.confusion_plot(result["confusion"], out / PLOTS["Confusion matrix"])
         plots.domain_plot(result, out / PLOTS["Balanced accuracy per domain"])
         plots.reliability_plot(cal, out / PLOTS["Reliability diagram"])
-        write_text(out / "report.md", evaluation_report(result, models, spec, PLOTS, prov, cal))
+        write_text(out / "report.md", evaluation_report(result, models, spec, {**PLOTS, **(extra_plots or {})},
+                                                        prov, cal))
     write_json(out / "metrics.json", result)  # last: its presence marks a finished evaluation
     return result
+
+
+def write_error_gallery(out_dir: Path, figures: Sequence, images: np.ndarray, probs: np.ndarray,
+                        threshold: float, model: Any, device: str = "cpu") -> str:
+    """``errors.png`` (see :mod:`mitotype.evaluate.gallery`); the masks come from ``model``'s segmentation
+    head, computed for the shown crops only. Returns the file name."""
+    from mitotype.evaluate import gallery
+
+    labels = np.array([f.label for f in figures])
+    shown = np.concatenate(list(gallery.ranked_errors(labels, probs, threshold).values())).astype(int)
+    masks = None
+    sub = gallery.predicted_masks(model, images[shown], device=device) if len(shown) else None
+    if sub is not None:
+        masks = np.zeros(images.shape[:3], dtype=np.float32)
+        masks[shown] = sub
+    gallery.error_gallery(out_dir / "errors.png", images, labels, probs, threshold,
+                          [str(f.domain) for f in figures], [f.name for f in figures], masks)
+    return "errors.png"
 
 
 def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, tta: bool = False,
@@ -169,8 +192,13 @@ def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, 
     images = load_images(figures, size=size, policy=size_policy, progress=progress)
     members = predict_members(models, images, batch_size=batch_size, tta=tta, device=device,
                               progress=progress)
+    extra_plots = None
+    if plots_and_report:
+        extra_plots = {"Errors (false positives and false negatives)":
+                       write_error_gallery(Path(out_dir), figures, images, members.mean(axis=0), t, models[0],
+                                           device)}
     return write_evaluation(out_dir, figures, members.mean(axis=0), t, spec, infos, members=members,
                             n_boot=n_boot, seed=seed, plots_and_report=plots_and_report, tta=tta, device=device,
-                            size_policy=size_policy,
+                            size_policy=size_policy, extra_plots=extra_plots,
                             threshold_source="--threshold" if threshold is not None else
                             ("model file" if len(models) == 1 else "mean of the models' thresholds"))
