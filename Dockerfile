@@ -4,6 +4,10 @@
 #   cp runs/x/model.pt my_model.pt && docker build -t mitotype-midog25 --build-arg MODEL=my_model.pt .  # another model
 #   docker build -t mitotype-midog25-gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
 #
+# Needs BuildKit (Docker >= 23 by default) or podman/buildah for `RUN --mount`. scripts/container-check.sh
+# builds the image with no public registry (a local Debian base, wheels from local folders), runs it with no
+# network and a read-only /input as a non-root user, and compares its JSON with `mitotype challenge` on the host.
+#
 # Local check with the challenge's example (the container gets no network, like on grand-challenge):
 #   mkdir -p test/input/images/stacked-histopathology-roi-cropouts test/output && chmod 777 test/output
 #   cp ../shared/data/midog25-track2-example/input/stack_5.tiff test/input/images/stacked-histopathology-roi-cropouts/
@@ -11,11 +15,19 @@
 #
 # At run time /input is read-only, /tmp starts empty and there is no network: everything (code, torch,
 # weights) is inside the image, and the model is loaded once at build time to prove it works offline.
+# The model is in the image once: /opt/app/model.pt; when it is the shipped default, the package's
+# assets/default.pt is a link to it (so `--model default` works too), otherwise the package keeps its own.
 ARG BASE=python:3.11-slim
-FROM ${BASE}
+FROM --platform=linux/amd64 ${BASE}
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_PACKAGES="torch torchvision"
 ARG MODEL=src/mitotype/assets/default.pt
+# Optional pip settings for builds away from the public indexes (empty: pip's defaults), e.g.
+# --build-arg PIP_EXTRA_INDEX_URL=file:///wheels/simple --build-arg PIP_CONSTRAINT=/wheels/constraints.txt
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
+ARG PIP_CONSTRAINT=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -30,12 +42,16 @@ RUN groupadd -r user && useradd -m --no-log-init -r -g user user
 WORKDIR /opt/app
 
 # torch first, from the wheel index chosen above (CPU wheels keep the image ~1 GB instead of ~6 GB)
-RUN python -m pip install --index-url "${TORCH_INDEX}" torch torchvision
+RUN python -m pip install --index-url "${TORCH_INDEX}" ${TORCH_PACKAGES}
 
-COPY --chown=user:user pyproject.toml README.md ./
-COPY --chown=user:user src ./src
-RUN python -m pip install . && rm -rf src
 COPY --chown=user:user ${MODEL} /opt/app/model.pt
+
+# mitotype from the build context, mounted for this step only (no layer keeps src/ or a second model copy)
+RUN --mount=type=bind,target=/tmp/context \
+    mkdir /tmp/build && cp -r /tmp/context/pyproject.toml /tmp/context/README.md /tmp/context/src /tmp/build/ \
+    && python -m pip install /tmp/build && rm -rf /tmp/build \
+    && asset="$(python -c 'from mitotype.models.modelfile import default_model_path; print(default_model_path())')" \
+    && if cmp -s "$asset" /opt/app/model.pt; then ln -sf /opt/app/model.pt "$asset"; fi
 
 USER user
 RUN python -c "from mitotype.models.modelfile import load_model; m = load_model('/opt/app/model.pt'); \

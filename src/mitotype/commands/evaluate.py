@@ -2,8 +2,9 @@
 intervals (resampling slides where known), per domain, plus plots and a Markdown report.
 
 Writes to --out: metrics.json, predictions.csv, roc.png, confusion.png, domains.png, reliability.png,
-errors.png (the false positives and negatives, most wrong first), report.md, run.json.  Several --model options make an ensemble: the mean P(atypical) of the models, with the
-mean of their stored thresholds (or --threshold).
+errors.png (the false positives and negatives, most wrong first), report.md, run.json.  Several --model
+options make an ensemble: the mean P(atypical) of the models, with the mean of their stored thresholds (or
+--threshold).
 
 Examples:
   mitotype evaluate --model runs/mtl/model.pt --data amibr:../shared/data/amibr:split=test
