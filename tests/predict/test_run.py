@@ -162,3 +162,21 @@ def test_slide_positions_to_geojson(tmp_path, small_model, amibr_root):
     p_orig = predict_proba([load_model(small_model)], np.stack(crops))
     p_slide = [f["properties"]["measurements"]["p_atypical"] for f in features]
     np.testing.assert_allclose(p_slide, p_orig, atol=0.01)
+
+    # --shape square: the crop's field of view, 128 px at 0.25 µm/px = 64 level-0 px of this 0.5 µm/px slide
+    squares = tmp_path / "squares.geojson"
+    assert main(["predict", "--slide", str(tmp_path / "slide.tif"), "--coords", str(tmp_path / "xy.csv"),
+                 "--model", str(small_model), "--out", str(squares), "--shape", "square"]) == 0
+    for feature, point in zip(json.loads(squares.read_text())["features"], features):
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert feature["geometry"]["type"] == "Polygon" and len(ring) == 5 and (ring[0] == ring[-1]).all()
+        x, y = point["geometry"]["coordinates"]
+        assert ring[:, 0].min() == x - 32 and ring[:, 0].max() == x + 32 and ring[:, 1].max() == y + 32
+        assert feature["id"] == point["id"]
+        assert feature["properties"]["measurements"]["x"] == x
+    # --mpp overrides the slide's metadata: claiming 0.25 µm/px halves the field read around each point
+    assert main(["predict", "--slide", str(tmp_path / "slide.tif"), "--coords", str(tmp_path / "xy.csv"),
+                 "--model", str(small_model), "--out", str(squares), "--shape", "square", "--mpp", "0.25"]) == 0
+    ring = np.array(json.loads(squares.read_text())["features"][0]["geometry"]["coordinates"][0])
+    assert ring[:, 0].max() - ring[:, 0].min() == 128
+    assert main(["predict", str(tmp_path / "xy.csv"), "--shape", "square", "--out", str(tmp_path / "p.csv")]) == 2

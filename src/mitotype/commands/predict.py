@@ -50,9 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a whole-slide image (SVS, pyramidal/plain TIFF, NDPI, ...; MRXS etc. with openslide)")
     parser.add_argument("--coords", metavar="CSV",
                         help="with --slide: CSV with columns x, y = figure centres in level-0 pixels")
-    parser.add_argument("--slide-mpp", type=positive_float, metavar="UM",
-                        help="with --slide: microns per pixel at level 0, for slides without resolution metadata "
-                             "(overrides the metadata)")
+    parser.add_argument("--slide-mpp", "--mpp", dest="slide_mpp", type=positive_float, metavar="UM",
+                        help="with --slide: microns per pixel at level 0, for slides whose resolution metadata is "
+                             "missing or wrong (overrides the metadata)")
+    parser.add_argument("--shape", choices=("point", "square"), default="point",
+                        help="GeoJSON output: each figure as a point (default) or as the square of the crop the "
+                             "model saw (level-0 pixels), so reviewers see its field of view in QuPath")
     parser.add_argument("--example", action="store_true",
                         help="add the example shipped with mitotype to the inputs: a 16-page stack of AMi-Br "
                              "test-split crops (5 atypical, 11 normal)")
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise MitotypeError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.slide_mpp is not None and args.slide is None:
         raise MitotypeError("--slide-mpp needs --slide")
+    if args.shape == "square" and not (args.out and args.out.lower().endswith(".geojson")):
+        raise MitotypeError("--shape square applies to GeoJSON output (--out FILE.geojson)")
     if args.out:
         check_output(args.out, args.slide is not None)
     inputs = list(args.inputs)
@@ -79,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     rows, info = predict(inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
                          device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
                          slide_mpp=args.slide_mpp, progress=False if args.quiet else None)
+    if args.shape == "square":
+        from mitotype.predict.slide import field_of_view
+
+        info["square_side"] = field_of_view(args.slide, info["crop_size"], info["mpp"], args.slide_mpp)
     if args.out:
         write_output(args.out, rows, info)
         n_atyp = sum(r["class"] == "atypical" for r in rows)

@@ -252,4 +252,4 @@ def write_output(path: str | Path, rows: Sequence[dict[str, Any]], info: dict[st
     else:
         from mitotype.predict.geojson import write_geojson
 
-        write_geojson(path, rows, info["slide"])
+        write_geojson(path, rows, info["slide"], info.get("square_side"))

@@ -121,6 +121,15 @@ def read_crop(slide: Any, x: float, y: float, crop_size: int, scale: float) -> n
     return np.asarray(out, dtype=np.uint8)
 
 
+def field_of_view(path: str | Path, crop_size: int, mpp: float, slide_mpp_override: float | None = None) -> float:
+    """Side, in level-0 pixels, of the square a crop covers on this slide (``crop_size * mpp`` microns)."""
+    slide = open_slide(path)
+    try:
+        return crop_size * mpp / slide_mpp(slide, path, slide_mpp_override)
+    finally:
+        slide.close()
+
+
 def read_slide_crops(
     path: str | Path,
     coords: np.ndarray,
