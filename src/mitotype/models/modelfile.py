@@ -4,6 +4,9 @@ Keys: ``format`` ("mitotype-model"), ``format_version``, ``state_dict``, ``confi
 dict), ``threshold``, ``class_names``, ``crop_size``, ``input_size``, ``mpp``, ``mean``, ``std``,
 ``mitotype_version``, ``provenance`` (versions, commit, time) and ``extra`` (anything the caller adds: data
 spec, validation metrics ...). See docs/MODELS.md.
+
+An ensemble file (``format`` "mitotype-ensemble", written by :func:`save_ensemble`) holds the members'
+payloads under ``members`` and its own ``threshold``; it loads as one model (``models/ensemble.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from mitotype.config import RunConfig, config_from_dict
 from mitotype.errors import MitotypeError
 
 FORMAT = "mitotype-model"
+ENSEMBLE_FORMAT = "mitotype-ensemble"
 FORMAT_VERSION = 1
+PREPROCESSING = ("crop_size", "input_size", "mpp", "mean", "std")  # what members of an ensemble must share
 CLASS_NAMES = ("normal", "atypical")
 
 
@@ -116,6 +121,8 @@ def read_payload(path: str | Path) -> dict[str, Any]:
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
     if isinstance(payload, dict) and "config" in payload.get("hyper_parameters", {}) and "state_dict" in payload:
         return _from_training_checkpoint(path, payload)
+    if isinstance(payload, dict) and payload.get("format") == ENSEMBLE_FORMAT:
+        return payload
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MitotypeError(f"{path}: not a mitotype model file (no '{FORMAT}' format tag); a plain PyTorch "
                             "checkpoint cannot be used as a model: train one with `mitotype train`")
@@ -138,10 +145,41 @@ def _from_training_checkpoint(path: Path, ckpt: dict[str, Any]) -> dict[str, Any
             "checkpoint_epoch": ckpt.get("epoch")}
 
 
-def load_model(path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the network from the stored config (no pretrained download) and load the weights."""
-    from mitotype.models import create_model
+def save_ensemble(path: str | Path, member_paths: list[str | Path], threshold: float | None = None,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write the members' model files as one ensemble file; threshold: given, else the members' mean."""
+    from mitotype.io import atomic_write, provenance
 
+    if len(member_paths) < 2:
+        raise MitotypeError("an ensemble needs at least two member model files")
+    members = []
+    for p in member_paths:
+        payload = read_payload(p)
+        if payload.get("format") != FORMAT or "base_weights" in payload:
+            raise MitotypeError(f"{p}: ensemble members must be plain model files from `mitotype train`")
+        members.append(payload)
+    for p, m in zip(member_paths[1:], members[1:]):
+        differ = [k for k in PREPROCESSING if m.get(k) != members[0].get(k)]
+        if differ:
+            raise MitotypeError(f"{p}: its preprocessing ({', '.join(differ)}) differs from {member_paths[0]}; "
+                                "ensemble members must see the same pixels")
+    if threshold is None:
+        threshold = sum(float(m["threshold"]) for m in members) / len(members)
+    if not 0.0 <= threshold <= 1.0:
+        raise MitotypeError(f"ensemble threshold must be in [0, 1], got {threshold}")
+    payload = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "members": members,
+               "threshold": float(threshold), **{k: members[0][k] for k in PREPROCESSING},
+               "provenance": _plain(provenance()),
+               "extra": _plain({"members": [str(p) for p in member_paths], **(extra or {})})}
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
+def load_model(path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network from the stored config (no pretrained download) and load the weights; an
+    ensemble file loads as one :class:`~mitotype.models.ensemble.EnsembleNet`."""
     if str(path) == "default":
         path = default_model_path()
         if not path.is_file():
@@ -149,6 +187,20 @@ def load_model(path: str | Path = "default", device: str | torch.device = "cpu")
                                 "file trained with `mitotype train` (e.g. --model RUN_DIR/model.pt)")
     path = Path(path)
     payload = read_payload(path)
+    if payload.get("format") == ENSEMBLE_FORMAT:
+        from mitotype.models.ensemble import EnsembleNet
+
+        members = [_build(path, m, device) for m in payload["members"]]
+        meta = {k: v for k, v in payload.items() if k not in ("members", "threshold")}
+        return LoadedModel(model=EnsembleNet([m.model for m in members]).to(device).eval(),
+                           config=members[0].config, threshold=float(payload["threshold"]), meta=meta,
+                           path=str(path))
+    return _build(path, payload, device)
+
+
+def _build(path: Path, payload: dict[str, Any], device: str | torch.device) -> LoadedModel:
+    from mitotype.models import create_model
+
     try:
         cfg = config_from_dict(payload["config"], where=f"{path} (stored config)")
         # The file holds every weight (never fetch ImageNet ones) -- unless it names hub base weights.
