@@ -120,6 +120,11 @@ class TrainConfig:
     # Auxiliary loss weights over training: "constant", or "decay" (x cosine from 1 to 0: the dense tasks
     # shape the features early, the classifier has the last epochs to itself).
     aux_schedule: str = "constant"
+    # Knowledge distillation (train/distil.py): a teacher model file (e.g. an ensemble) whose soft
+    # P(atypical) on each training crop is mixed into the class loss with weight distil_weight.
+    distil_teacher: str | None = None
+    distil_weight: float = 0.7
+    distil_tta: bool = True
 
 
 @dataclass

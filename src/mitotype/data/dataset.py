@@ -26,11 +26,12 @@ class FigureDataset(Dataset):
 
     ``domains``: integer ids, or names (mapped to indices of the sorted names, kept in ``domain_names``).
     ``heatmap_sigma``: the Gaussian's sigma in pixels of the stored crops (scaled with the resize).
+    ``soft``: optional (N,) teacher P(atypical) per figure (distillation), returned as ``soft`` float32.
     """
 
     def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, masks: np.ndarray | None = None,
                  domains: Sequence | np.ndarray | None = None, transform: Callable | None = None,
-                 heatmap_sigma: float = 4.0) -> None:
+                 heatmap_sigma: float = 4.0, soft: np.ndarray | None = None) -> None:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise MitotypeError(f"FigureDataset: images must be (N, H, W, 3) uint8, got {images.dtype} "
@@ -64,6 +65,9 @@ class FigureDataset(Dataset):
             transform = build_transform(ModelConfig(), None)
         self.images, self.labels, self.masks, self.domains = images, labels, masks, domain_ids
         self.transform, self.heatmap_sigma = transform, heatmap_sigma
+        if soft is not None and len(soft) != n:
+            raise MitotypeError(f"FigureDataset: {n} images but {len(soft)} teacher probabilities")
+        self.soft = None if soft is None else np.asarray(soft, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -83,6 +87,8 @@ class FigureDataset(Dataset):
             "domain": torch.tensor(self.domains[index], dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+        if self.soft is not None:
+            out["soft"] = torch.tensor(self.soft[index], dtype=torch.float32)
         if mask is None:
             out["mask"] = torch.zeros((1, *size), dtype=torch.float32)
             out["valid"] = torch.zeros((1, *size), dtype=torch.float32)

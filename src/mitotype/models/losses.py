@@ -61,12 +61,20 @@ class MultiTaskLoss(nn.Module):
         cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
 
-    def class_loss(self, logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None):
+    def class_loss(self, logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
+                   soft: torch.Tensor | None = None):
+        """Per-sample CE (or focal) against the label; with ``soft`` (a teacher's P(atypical)) mixed with the
+        CE against the teacher's distribution, ``train.distil_weight`` of it (distillation)."""
         logits = logits.float()
         ce = F.cross_entropy(logits, label, reduction="none", label_smoothing=self.train_cfg.label_smoothing)
         if self.train_cfg.class_loss == "focal":
             pt = torch.softmax(logits, 1).gather(1, label[:, None])[:, 0]
             ce = (1 - pt).clamp_min(0) ** self.train_cfg.focal_gamma * ce
+        if soft is not None:
+            target = torch.stack([1 - soft, soft], dim=1).to(logits)
+            soft_ce = -(target * F.log_softmax(logits, 1)).sum(1)
+            w_t = self.train_cfg.distil_weight
+            ce = (1 - w_t) * ce + w_t * soft_ce
         w = torch.ones_like(ce)
         if self.class_weights is not None:
             w = w * self.class_weights.to(ce.device)[label]
@@ -106,7 +114,7 @@ class MultiTaskLoss(nn.Module):
         """``outputs``: the model's Outputs; ``swapped``: Outputs on background-swapped images (optional);
         ``aux_scale``: multiplies every dense task's weight (``aux_weight_scale``)."""
         m = self.model_cfg
-        parts = {"class": self.class_loss(outputs.logits, batch["label"], batch.get("weight"))}
+        parts = {"class": self.class_loss(outputs.logits, batch["label"], batch.get("weight"), batch.get("soft"))}
         total = parts["class"]
         valid = batch.get("valid")
         if valid is None:  # no ignored pixels

@@ -84,11 +84,19 @@ class FigureDataModule(L.LightningDataModule):
             else:
                 masks, _fallback = load_masks(everything, images, progress=self.progress)
 
-        def subset(idx: np.ndarray, augment, train: bool = True) -> FigureDataset:
-            return FigureDataset(images[idx], labels[idx], masks=None if masks is None else masks[idx],
-                                 domains=domains[idx], transform=build_transform(cfg.model, augment, train=train))
+        soft = None
+        if cfg.train.distil_teacher:
+            from mitotype.train.distil import teacher_probs
 
-        self.train_set = subset(train_idx, cfg.augment)
+            soft = teacher_probs(cfg.train.distil_teacher, images[train_idx], tta=cfg.train.distil_tta,
+                                 progress=self.progress)
+
+        def subset(idx: np.ndarray, augment, train: bool = True, soft=None) -> FigureDataset:
+            return FigureDataset(images[idx], labels[idx], masks=None if masks is None else masks[idx],
+                                 domains=domains[idx], transform=build_transform(cfg.model, augment, train=train),
+                                 soft=soft)
+
+        self.train_set = subset(train_idx, cfg.augment, soft=soft)
         self.val_set = subset(val_idx, cfg.augment, train=False)  # eval, with the stain normalisation
         self.train_labels, self.train_domains = labels[train_idx], domains[train_idx]
         self.val_labels = labels[val_idx]
