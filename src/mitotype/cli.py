@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "challenge": "the MIDOG 2025 track-2 container interface (--input DIR --output DIR)",
     "explain": "crop, predicted figure mask, pixel classes and class-activation map per figure",
     "export": "export the classification path to ONNX",
+    "calibrate": "fit temperature scaling and conformal prediction sets on held-out figures",
     "ensemble": "join trained model files into one ensemble model file (mean P(atypical))",
     "bench": "speed and memory benchmarks",
 }

@@ -145,6 +145,16 @@ def _from_training_checkpoint(path: Path, ckpt: dict[str, Any]) -> dict[str, Any
             "checkpoint_epoch": ckpt.get("epoch")}
 
 
+def write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a (modified) model-file payload atomically, e.g. after ``mitotype calibrate``."""
+    from mitotype.io import atomic_write
+
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
 def save_ensemble(path: str | Path, member_paths: list[str | Path], threshold: float | None = None,
                   extra: dict[str, Any] | None = None) -> Path:
     """Write the members' model files as one ensemble file; threshold: given, else the members' mean."""
