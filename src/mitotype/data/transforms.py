@@ -23,9 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mitotype.config import AugmentConfig, ModelConfig
+from mitotype.data.targets import IGNORE  # the mask's ignore code, owned by the targets
 from mitotype.errors import MitotypeError
-
-IGNORE = 255
 
 
 def _padding(image: torch.Tensor) -> torch.Tensor:

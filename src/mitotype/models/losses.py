@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mitotype.config import RunConfig
-
-IGNORE = -100
+from mitotype.data.dataset import IGNORE_INDEX as IGNORE  # the pixel-class ignore code the dataset writes
 
 
 def _resize(pred: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
