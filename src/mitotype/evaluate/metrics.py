@@ -103,6 +103,13 @@ def bootstrap_units(labels: np.ndarray, groups: Sequence[Any] | None) -> tuple[n
     return np.arange(len(labels)).astype(str), "figure"
 
 
+def point_metrics(labels: Sequence[int], probs: Sequence[float], threshold: float) -> dict[str, float]:
+    """Every metric once, without intervals (NaN where undefined): what training logs per epoch."""
+    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+    point = weighted_metrics(labels, probs, threshold, np.ones((1, len(labels))))
+    return {name: float(point[name][0]) for name in METRICS}
+
+
 def _value(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 

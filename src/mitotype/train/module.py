@@ -152,18 +152,10 @@ class MitoModule(L.LightningModule):
 
 
 def validation_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Balanced accuracy (atypical = positive, called when p >= threshold), AUROC, sensitivity, specificity."""
-    labels = np.asarray(labels).astype(int)
-    calls = (np.asarray(probs) >= threshold).astype(int)
-    pos, neg = labels == 1, labels == 0
-    sens = float(calls[pos].mean()) if pos.any() else float("nan")
-    spec = float(1 - calls[neg].mean()) if neg.any() else float("nan")
-    if pos.any() and neg.any():
-        from sklearn.metrics import roc_auc_score
+    """The evaluation metrics (``evaluate.metrics.point_metrics``: atypical = positive, called when
+    p >= threshold) with the threshold and counts, as training logs and stores them."""
+    from mitotype.evaluate.metrics import point_metrics
 
-        auroc = float(roc_auc_score(labels, probs))
-    else:
-        auroc = float("nan")
-    return {"balanced_accuracy": 0.5 * (sens + spec), "auroc": auroc, "sensitivity": sens,
-            "specificity": spec, "threshold": float(threshold), "n": int(labels.size),
-            "n_atypical": int(pos.sum())}
+    labels = np.asarray(labels).astype(int)
+    return {**point_metrics(labels, probs, threshold), "threshold": float(threshold), "n": int(labels.size),
+            "n_atypical": int((labels == 1).sum())}
