@@ -59,3 +59,14 @@ def midog25_csv() -> Path:
     if not MIDOG25_CSV.is_file():
         pytest.fail(f"MIDOG25 label table not found at {MIDOG25_CSV}")
     return MIDOG25_CSV
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="the slow variants: ten times the examples in the CLI fuzz harness (tests/cli)")
+
+
+def pytest_configure(config):
+    # read by tests/cli/test_cli_fuzz.py when it is imported, after this hook
+    if config.getoption("--slow"):
+        os.environ["MITOTYPE_FUZZ_SLOW"] = "1"
