@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mitotype.evaluate.experiment import run_experiment
+    from mitotype.io import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out)
 
     # results.md shows the command that reproduces the runs, so --table-only is left out of it
     argv = [a for a in sys.argv[1:] if a != "--table-only"]
