@@ -102,7 +102,7 @@ class Case:
 def problems(case: Case, o: Outcome) -> list[str]:
     if o.exception:
         return [f"traceback: {o.exception.strip().splitlines()[-1]}"]
-    if "--debug" in o.err:
+    if "re-run with --debug" in o.err:
         return [f"unexpected error (catch-all): {o.err.strip().splitlines()[-1]}"]
     if o.started or o.rc == 0:
         if case.culprits:
