@@ -9,13 +9,55 @@ outputs, read-only and unreadable folders, symbolic links and non-ASCII names. A
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import stat
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
+
+# --- running one command line in-process ------------------------------------------------------------------
+
+class WorkStarted(BaseException):
+    """Raised where training or a benchmark would begin: everything before it was accepted."""
+
+
+def _stop(*args, **kwargs):
+    raise WorkStarted
+
+
+@dataclass
+class Outcome:
+    rc: int | None
+    out: str
+    err: str
+    exception: str | None = None  # the traceback of an exception that escaped main()
+    started: bool = False
+
+
+def run_cli(argv: list[str]) -> Outcome:
+    """``mitotype ARGV`` in this process, with training and benchmarks stopped where they would start."""
+    from mitotype.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    rc, exc, started = None, None, False
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            mock.patch("lightning.pytorch.Trainer.fit", _stop), mock.patch("mitotype.bench.run_all", _stop):
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # argparse: usage errors exit 2, --help 0
+            rc = e.code if isinstance(e.code, int) else 1
+        except WorkStarted:
+            started = True
+        except Exception:  # noqa: BLE001 - the defect this harness looks for
+            exc = traceback.format_exc()
+    return Outcome(rc, out.getvalue(), err.getvalue(), exc, started)
+
 
 # A root user reads and writes through any permission bit: the permission cases then expect success.
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

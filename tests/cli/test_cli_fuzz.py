@@ -19,24 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import os
 import re
 import shutil
 import tempfile
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mitotype.cli import COMMANDS, main
-from tests.cli.conftest import ROOT, World
+from mitotype.cli import COMMANDS
+from tests.cli.conftest import ROOT, Outcome, World, run_cli
 
 HAS_CUDA = False
 with contextlib.suppress(ImportError):
@@ -55,39 +52,6 @@ def examples(n: int):
 
 
 # --- running one command line ----------------------------------------------------------------------------
-
-class WorkStarted(BaseException):
-    """Raised where training or a benchmark would begin: everything before it was accepted."""
-
-
-def _stop(*args, **kwargs):
-    raise WorkStarted
-
-
-@dataclass
-class Outcome:
-    rc: int | None
-    out: str
-    err: str
-    exception: str | None = None  # the traceback of an exception that escaped main()
-    started: bool = False
-
-
-def run_cli(argv: list[str]) -> Outcome:
-    out, err = io.StringIO(), io.StringIO()
-    rc, exc, started = None, None, False
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            mock.patch("lightning.pytorch.Trainer.fit", _stop), mock.patch("mitotype.bench.run_all", _stop):
-        try:
-            rc = main(argv)
-        except SystemExit as e:  # argparse: usage errors exit 2, --help 0
-            rc = e.code if isinstance(e.code, int) else 1
-        except WorkStarted:
-            started = True
-        except Exception:  # noqa: BLE001 - the defect this harness looks for
-            exc = traceback.format_exc()
-    return Outcome(rc, out.getvalue(), err.getvalue(), exc, started)
-
 
 @dataclass
 class Case:
@@ -138,7 +102,7 @@ def fresh(world: World) -> Path:
     return Path(tempfile.mkdtemp(dir=world.root, prefix="case-"))
 
 
-# --- one or two bad parts per command line --------------------------------------------------------------------
+# --- one or two bad parts per command line ------------------------------------------------------------------
 
 class Draft:
     """Chooses which parts of a command line are bad (none in about a third of the cases, rarely two), so that
@@ -223,7 +187,7 @@ def device_option(draft: Draft) -> list[str]:
     return ["--device", text]
 
 
-# --- paths of every kind ---------------------------------------------------------------------------------------
+# --- paths of every kind ------------------------------------------------------------------------------------
 
 # input kind -> figures it holds (None: a bad input), relative to the world's folder
 INPUTS: dict[str, tuple[str, int | None]] = {
@@ -381,7 +345,7 @@ def config_option(draft: Draft, w: World, good_path: Path) -> list[str]:
     return ["--config", str(path)]
 
 
-# --- counting the rows of a success ---------------------------------------------------------------------------
+# --- counting the rows of a success -------------------------------------------------------------------------
 
 def count_table(o: Outcome) -> int:
     m = re.search(r"^(\d+) figures", o.out, re.M)
@@ -401,7 +365,7 @@ def count_predictions(path: str) -> Callable[[Outcome], int]:
     return count_csv(path)
 
 
-# --- a strategy per command --------------------------------------------------------------------------------------
+# --- a strategy per command ---------------------------------------------------------------------------------
 
 @st.composite
 def predict_case(draw, w: World) -> Case:
