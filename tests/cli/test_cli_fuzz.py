@@ -318,14 +318,17 @@ OVERRIDES = [
 
 
 def override_culprit(text: str) -> str:
-    key = text.split("=", 1)[0]
-    return key if key.strip(".") and "." in key else text
+    """The section.key an error must name (train.epochs for train.epochs.x), or the whole override."""
+    parts = text.split("=", 1)[0].split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 and all(parts[:2]) else text
 
 
 def overrides_of(draft: Draft) -> list[str]:
     good = [t for t, ok in OVERRIDES if ok]
     chosen = [draft.pick("override", [None, *good], [t for t, ok in OVERRIDES if not ok])]
-    chosen.append(draft.draw(st.sampled_from([None, *good])))
+    # a second, good one for another key (one for the same key would replace the first)
+    key = (chosen[0] or "=").split("=")[0]
+    chosen.append(draft.draw(st.sampled_from([None, *[t for t in good if t.split("=")[0] != key]])))
     texts = [t for t in dict.fromkeys(chosen) if t is not None]
     for t in texts:
         draft.blame(dict(OVERRIDES)[t], override_culprit(t))
@@ -340,7 +343,7 @@ def config_option(draft: Draft, w: World, good_path: Path) -> list[str]:
     path, culprit = {"tiny": (good_path, ""), "missing": (w.path("none.yaml"), "none.yaml"),
                      "dir": (w.path("empty_dir"), "empty_dir"), "list": (w.path("list.yaml"), "list.yaml"),
                      "broken": (w.path("broken.yaml"), "broken.yaml"),
-                     "unknown_key": (w.path("unknown_key.yaml"), "epochz")}[kind]
+                     "unknown_key": (w.path("unknown_key.yaml"), "unknown_key.yaml")}[kind]
     draft.blame(CONFIGS[kind], culprit)
     return ["--config", str(path)]
 
@@ -514,7 +517,7 @@ def masks_case(draw, w: World) -> Case:
     argv = ["masks", *spec, *opt, "--no-progress"]
     limit = number_option(draft, "--limit", int_valid, ["3", "1", "0", "-1", "abc"], optional=False)
     argv += limit + number_option(draft, "--size", lambda t: int_valid(t, 16, 1024), ["128", "64", "0", "-1", "1"])
-    argv += number_option(draft, "--gallery", lambda t: int_valid(t, 0), ["2", "0", "-1"])
+    argv += number_option(draft, "--gallery", int_valid, ["2", "1", "0", "-1"])
     argv += number_option(draft, "--seed", lambda t: int_valid(t, 0), ["0", "-1", "abc"])
     argv += number_option(draft, "--workers", lambda t: t == "1", ["1", "0", "-1", "abc"], optional=False)
     k = as_int(limit[1])

@@ -49,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
+    from mitotype.errors import MitotypeError
     from mitotype.evaluate.experiment import run_experiment
     from mitotype.io import check_output_dir
 
+    if args.data is not None and not args.data.strip():
+        raise MitotypeError("--data: empty data spec; give one (e.g. amibr:PATH) or leave the option out")
     if args.out:
         check_output_dir(args.out)
 

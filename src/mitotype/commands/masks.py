@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from mitotype.commands.options import int_range, non_negative_int, positive_int, random_seed
+from mitotype.commands.options import int_range, positive_int, random_seed
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crop size in pixels that images are brought to, 16 to 1024 (default 128)")
     parser.add_argument("--policy", choices=["center-crop", "resize", "error"], default="center-crop",
                         help="what to do with images of another size (default center-crop)")
-    parser.add_argument("--gallery", type=non_negative_int, default=16, metavar="K",
+    parser.add_argument("--gallery", type=positive_int, default=16, metavar="K",
                         help="random atypical and random normal figures each in the gallery (default 16)")
     parser.add_argument("--seed", type=random_seed, default=0,
                         help="seed of --limit and of the gallery sample (default 0)")
