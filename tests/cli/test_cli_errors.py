@@ -253,6 +253,15 @@ def test_train_accelerator_gpu_without_a_gpu_is_a_clear_error(world: World, tmp_
     refused(train_argv(world, tmp_path, "train.accelerator=gpu"), "train.accelerator=gpu", "no CUDA GPU")
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has a GPU")
+def test_a_gpu_experiment_can_be_planned_here_but_not_run(world: World, tmp_path):
+    argv = ["experiment", "--config", str(world.experiment), "--out", str(tmp_path / "x"), "--set",
+            "train.accelerator=gpu"]
+    assert run_cli([*argv, "--dry-run"]).rc == 0
+    refused(argv, "train.accelerator=gpu", "no CUDA GPU")
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_unknown_device_is_a_clear_error(world: World):
     refused(["predict", str(world.stack), "--model", str(world.model), "--device", "tpu"], "--device", "tpu")
 

@@ -323,15 +323,17 @@ def override_culprit(text: str) -> str:
     return ".".join(parts[:2]) if len(parts) >= 2 and all(parts[:2]) else text
 
 
-def overrides_of(draft: Draft) -> list[str]:
-    good = [t for t, ok in OVERRIDES if ok]
-    chosen = [draft.pick("override", [None, *good], [t for t, ok in OVERRIDES if not ok])]
+def overrides_of(draft: Draft, planning: bool = False) -> list[str]:
+    """One or two overrides; ``planning`` (experiment --dry-run): a GPU grid may be planned on any machine."""
+    valid = dict(OVERRIDES) | ({"train.accelerator=cuda": True} if planning else {})
+    good = [t for t, ok in valid.items() if ok]
+    chosen = [draft.pick("override", [None, *good], [t for t, ok in valid.items() if not ok])]
     # a second, good one for another key (one for the same key would replace the first)
     key = (chosen[0] or "=").split("=")[0]
     chosen.append(draft.draw(st.sampled_from([None, *[t for t in good if t.split("=")[0] != key]])))
     texts = [t for t in dict.fromkeys(chosen) if t is not None]
     for t in texts:
-        draft.blame(dict(OVERRIDES)[t], override_culprit(t))
+        draft.blame(valid[t], override_culprit(t))
     return texts
 
 
@@ -482,7 +484,7 @@ def experiment_case(draw, w: World) -> Case:
     draft = Draft(draw, ["--config", "--out", "override", "--data", "--reference"])
     argv = ["experiment", *config_option(draft, w, w.experiment), "--dry-run"]
     argv += output_option(draft, w, d, "--out", OUT_DIRS)[0]
-    argv += [a for t in overrides_of(draft) for a in ("--set", t)]
+    argv += [a for t in overrides_of(draft, planning=True) for a in ("--set", t)]
     if draw(st.booleans()) or "--data" in draft.bad:
         argv += spec_option(draft, w, "--data", labelled=True)[0]
     ref = draft.pick("--reference", [None, "stl", "mtl"], ["nope"])
