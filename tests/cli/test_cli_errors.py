@@ -176,6 +176,12 @@ def test_experiment_overrides_are_checked_before_the_plan(world: World, tmp_path
              "--set", "train.epochs=0"], "train.epochs")
 
 
+def test_table_only_without_finished_runs_is_an_error(world: World, tmp_path):
+    refused(["experiment", "--config", str(world.experiment), "--out", str(tmp_path / "x"), "--table-only"],
+            "no finished runs")
+    assert not (tmp_path / "x").exists()
+
+
 # --- labels and folders -------------------------------------------------------------------------------------
 
 def test_conflicting_labels_in_a_manifest_are_an_error(world: World):

@@ -596,6 +596,10 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
     print(describe(exp, todo, out))
     if dry_run:
         return out / "results.md"
+    if table_only and not any(run_state(out / "runs" / r.id) == "done" for r in runs):
+        # most likely a mistyped --out: an empty table would look like an experiment that ran
+        raise MitotypeError(f"{out}: no finished runs to tabulate ({len(runs)} planned); give the --out of an "
+                            "experiment that ran, or run it first")
     if todo:
         from mitotype.config import check_accelerator
 
