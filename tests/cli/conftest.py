@@ -158,6 +158,7 @@ def _damaged_files(w: World, stack_bytes: bytes) -> None:
     unicode_dir = w.path("crops_ünï 文字")
     unicode_dir.mkdir()
     shutil.copy(w.crops[0], unicode_dir / "figür 1.png")
+    _odd_images(w)
     # a folder of crops with one corrupt member: an error, never a silent drop
     bad_folder = w.path("folder_with_corrupt")
     bad_folder.mkdir()
@@ -199,6 +200,24 @@ def _damaged_files(w: World, stack_bytes: bytes) -> None:
         folder.mkdir(parents=True)
         for i, s in enumerate(stacks):
             shutil.copy(s, folder / f"stack_{i}.tiff")
+
+
+def _odd_images(w: World) -> None:
+    """Odd modes and sizes: all readable crops (converted as docs/DATA.md says) but the too-large image and
+    the stack whose pages differ in size."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    odd = w.path("odd")
+    odd.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1, 1, 3), dtype=np.uint8)).save(odd / "one_pixel.png")
+    Image.fromarray(rng.integers(0, 65535, (128, 128), dtype=np.uint16)).save(odd / "gray16.png")
+    Image.fromarray(rng.integers(0, 255, (100, 140, 4), dtype=np.uint8)).save(odd / "rgba_100x140.png")
+    Image.fromarray(rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)).save(w.path("huge.png"))
+    tifffile.imwrite(w.path("mixed_sizes.tiff"), rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    tifffile.imwrite(w.path("mixed_sizes.tiff"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), append=True)
 
 
 def _tiny_model(path: Path) -> Path:

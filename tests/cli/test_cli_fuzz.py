@@ -198,7 +198,8 @@ INPUTS: dict[str, tuple[str, int | None]] = {
     "empty_dir": ("empty_dir", None), "under_file": ("a_file/x.png", None), "dangling": ("links/dangling.png", None),
     "links_dir": ("links", None), "folder_with_corrupt": ("folder_with_corrupt", None),
     "nested_unreadable": ("nested_unreadable", 2 if ROOT else None),
-    "unreadable_dir": ("unreadable_dir", 1 if ROOT else None),
+    "unreadable_dir": ("unreadable_dir", 1 if ROOT else None), "odd_dir": ("odd", 3),
+    "one_pixel": ("odd/one_pixel.png", 1), "huge": ("huge.png", None), "mixed_sizes": ("mixed_sizes.tiff", None),
 }
 INPUT_CULPRIT = {"links_dir": "dangling.png", "folder_with_corrupt": "bad.png", "nested_unreadable": "closed",
                  "under_file": "a_file"}
@@ -378,12 +379,15 @@ def predict_case(draw, w: World) -> Case:
     draft = Draft(draw, ["INPUT", "--model", "--batch-size", "--device", "--out", "format", "--slide-mpp"])
     kinds = draw(st.lists(st.sampled_from(GOOD_INPUTS), min_size=1, max_size=3))
     if "INPUT" in draft.bad:
-        kinds[draw(st.integers(0, len(kinds) - 1))] = draw(st.sampled_from(BAD_INPUTS + ["none"]))
+        bad = draw(st.sampled_from(BAD_INPUTS + ["none"]))
+        if bad == "none":  # no input at all (a bad one among good ones is the other case)
+            kinds = []
+        else:
+            kinds[draw(st.integers(0, len(kinds) - 1))] = bad
     argv, rows = ["predict"], 0
+    if not kinds:
+        draft.blame(False, "input")
     for kind in kinds:
-        if kind == "none":  # no input at all
-            draft.blame(False, "input")
-            continue
         path, n, culprit = input_path(kind, w)
         argv.append(path)
         rows += n or 0
