@@ -68,3 +68,14 @@ def track2_root() -> Path:
 @pytest.fixture(scope="session")
 def midog25_csv() -> Path:
     return require_data(MIDOG25_CSV, "MIDOG25 label table")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="the slow variants: ten times the examples in the CLI fuzz harness (tests/cli)")
+
+
+def pytest_configure(config):
+    # read by tests/cli/test_cli_fuzz.py when it is imported, after this hook
+    if config.getoption("--slow"):
+        os.environ["MITOTYPE_FUZZ_SLOW"] = "1"

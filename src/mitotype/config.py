@@ -8,6 +8,7 @@ overrides use dotted keys, e.g. ``train.epochs=3 model.encoder=resnet18``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -180,6 +181,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     for typ in options:
         if _fits(typ, value):
             return float(value) if typ is float else value
+    if float in options and isinstance(value, str):
+        # YAML 1.1 reads 1e-4 (no dot) as a string; it is a number to anyone who writes it
+        try:
+            return float(value)
+        except ValueError:
+            pass
     expected = " or ".join("true/false" if t is bool else t.__name__ for t in options)
     raise MitotypeError(f"{where}: expected {expected}, got {value!r}")
 
@@ -192,7 +199,119 @@ def _fits(typ: type, value: Any) -> bool:
 
 
 def config_from_dict(data: dict[str, Any] | None, where: str = "config") -> RunConfig:
-    return _build(RunConfig, data or {}, where)
+    """A typed, range-checked config (MitotypeError naming ``where`` and the key otherwise)."""
+    cfg = _build(RunConfig, data or {}, where)
+    validate(cfg, where)
+    return cfg
+
+
+# --- value ranges: one rule per key that has one -------------------------------------------------------------
+
+def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    def rule(v: float) -> bool:
+        return (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
+    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return rule, f"a number in {text}"
+
+
+def _at_least(low: float):
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+def _one_of(*names: Any):
+    return (lambda v: v in names), "one of " + ", ".join("null" if n is None else str(n) for n in names)
+
+
+POSITIVE = ((lambda v: v > 0), "> 0")
+PROBABILITY = _between(0, 1)
+FRACTION = _between(0, 1, high_open=True)
+MONITORS = ("val_bacc", "val_auroc", "val_loss")
+PRECISIONS = ("auto", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+# "section.key" -> (rule, what it expects); a tuple value is checked element by element
+RULES: dict[str, tuple[Any, str]] = {
+    "model.crop_size": _at_least(16), "model.input_size": _at_least(16), "model.mpp": POSITIVE,
+    "model.mean": _between(0, 1), "model.std": POSITIVE, "model.head_hidden": _at_least(1),
+    "model.head_dropout": FRACTION,
+    "model.decoder_channels": _at_least(1), "model.heatmap_loss": _one_of("mse", "focal"),
+    "model.finetune": _one_of("full", "frozen", "lora"), "model.lora_rank": _at_least(1),
+    "model.lora_alpha": POSITIVE, "model.lora_dropout": FRACTION, "model.drop_path_rate": FRACTION,
+    "augment.affine_degrees": _between(0, 180), "augment.affine_scale": POSITIVE,
+    "augment.affine_translate": _between(0, 1), "augment.stain_sigma": _at_least(0),
+    "augment.stain_bias": _at_least(0), "augment.brightness": _at_least(0), "augment.contrast": _at_least(0),
+    "augment.saturation": _at_least(0), "augment.hue": _between(0, 0.5), "augment.blur_prob": PROBABILITY,
+    "augment.stain_normalise": _one_of(None, "macenko", "reinhard"),
+    "train.epochs": _at_least(1), "train.batch_size": _at_least(1), "train.lr": POSITIVE,
+    "train.encoder_lr_scale": _at_least(0), "train.weight_decay": _at_least(0),
+    "train.schedule": _one_of("cosine", "onecycle"), "train.warmup_epochs": _at_least(0),
+    "train.class_loss": _one_of("ce", "focal"), "train.focal_gamma": _at_least(0),
+    "train.class_weights": _one_of("balanced", "none"), "train.label_smoothing": FRACTION,
+    "train.early_stopping_patience": _at_least(0), "train.monitor": _one_of(*MONITORS),
+    "train.val_fraction": FRACTION, "train.seed": _between(0, 2**32 - 1), "train.num_workers": _at_least(0),
+    "train.threads": _at_least(0), "train.precision": _one_of(*PRECISIONS),
+    "train.accelerator": _one_of(*ACCELERATORS), "train.num_nodes": _at_least(1),
+    "train.max_train_batches": _at_least(1), "train.ema_decay": FRACTION,
+    "train.mask_method": _one_of("segmented", "disk"), "train.aux_schedule": _one_of("constant", "decay"),
+}
+TASK_WEIGHT = _at_least(0)  # the loss weight of every dense task and of the background swap
+
+
+def _check(key: str, value: Any, rule: Any, expects: str, where: str) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        # NaN fails every comparison, infinity passes "> 0": neither is a setting
+        bad_float = isinstance(v, float) and not math.isfinite(v)
+        if bad_float or (v is not None or "null" not in expects) and not rule(v):
+            raise MitotypeError(f"{where}: {key} must be {expects}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(list(value) if isinstance(value, tuple) else value)
+
+
+def validate(cfg: RunConfig, where: str = "config") -> None:
+    """Every value in its range, every name one the code knows (the rules are in :data:`RULES`)."""
+    for key, (rule, expects) in RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None and key == "train.max_train_batches":
+            continue  # None = no limit
+        _check(key, value, rule, expects, where)
+    for name in ("segmentation", "pixel_classes", "localisation", "background_swap"):
+        _check(f"model.{name}.weight", getattr(cfg.model, name).weight, *TASK_WEIGHT, where)
+    low, high = cfg.augment.affine_scale
+    if low > high:
+        raise MitotypeError(f"{where}: augment.affine_scale must be [low, high] with low <= high, got {[low, high]}")
+    _check_devices_setting(cfg.train.devices, where)
+
+
+def _check_devices_setting(devices: str | int, where: str) -> None:
+    """Lightning's ``devices``: auto, a count >= 1 (or -1 = all), or a comma-separated list of ids."""
+    if isinstance(devices, int):
+        ok = devices >= 1 or devices == -1
+    else:
+        ids = [d.strip() for d in devices.split(",")]
+        ok = devices == "auto" or all(d.isdigit() for d in ids) and not (len(ids) == 1 and int(ids[0]) == 0)
+    if not ok:
+        raise MitotypeError(f"{where}: train.devices must be auto, a count >= 1, -1 (all) or a list of ids "
+                            f"such as \"0,1\", got {devices!r}")
+
+
+def check_accelerator(cfg: RunConfig, where: str = "config") -> None:
+    """The accelerator a run asks for exists on this machine (checked when a run starts, not when a model
+    file's stored config is read: a model trained on a GPU is still usable on a CPU)."""
+    accelerator = cfg.train.accelerator
+    if accelerator in ("auto", "cpu"):
+        return
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise MitotypeError(f"{where}: train.accelerator={accelerator} but no CUDA GPU is visible on this "
+                            "machine; use train.accelerator=cpu (or auto)")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise MitotypeError(f"{where}: train.accelerator=mps but this machine has no Apple GPU; use "
+                            "train.accelerator=cpu (or auto)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -202,12 +321,28 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise MitotypeError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
         key, raw = item.split("=", 1)
-        node = tree
         parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise MitotypeError(f"override {item!r}: {key.strip()!r} is not a dotted key such as train.epochs")
+        node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise MitotypeError(f"override {item!r}: {part!r} is a value, not a section with keys")
+        node[parts[-1]] = _override_value(item, raw)
     return tree
+
+
+def _override_value(item: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise MitotypeError(f"override {item!r}: the value is not valid YAML ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """PyYAML's messages span lines with a caret drawing; an error message stays on one line."""
+    return " ".join(str(exc).split())
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -225,21 +360,33 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path, what: str) -> Any:
     """A YAML file's content ({} when empty), with clear errors for a missing file or bad YAML."""
     path = Path(path)
+    if path.is_dir():
+        raise MitotypeError(f"{path}: is a folder; expected the {what} (a YAML file)")
     if not path.is_file():
         raise MitotypeError(f"{path}: {what} not found")
     try:
         return yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MitotypeError(f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})") from None
     except yaml.YAMLError as exc:
-        raise MitotypeError(f"{path}: not valid YAML ({exc})") from None
+        raise MitotypeError(f"{path}: not valid YAML ({_one_line(exc)})") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults), apply ``key=value`` overrides, validate types."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                check_devices: bool = True) -> RunConfig:
+    """Read a YAML run config (or the defaults), apply ``key=value`` overrides, validate types and ranges
+    and (``check_devices``) that the accelerator asked for exists here."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
         where = str(path)
         data = read_yaml(path, "config file")
+        if not isinstance(data, dict):
+            raise MitotypeError(f"{path}: expected a mapping with the sections model, augment, train; "
+                                f"the file holds a {type(data).__name__}")
     if overrides:
         data = _merge(data, parse_overrides(overrides))
-    return config_from_dict(data, where)
+    cfg = config_from_dict(data, where)
+    if check_devices:
+        check_accelerator(cfg, where)
+    return cfg

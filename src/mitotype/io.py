@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from mitotype.errors import MitotypeError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
@@ -51,6 +53,50 @@ def absolute_path(path: str | Path) -> str:
     """The one rule for paths written into outputs (manifests, predictions): absolute, as the user gave it,
     symbolic links kept (not resolved), so that every output names a file the same way."""
     return os.path.abspath(path)
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, an output file that cannot be written: an existing folder (or a link to one),
+    a path under a regular file, or a folder this process cannot write into."""
+    path = Path(path)
+    if path.is_dir():
+        raise MitotypeError(f"{option} {path}: is a folder; expected a file name")
+    _check_creatable(path.parent, path, option)
+    return path
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that cannot be used: an existing file, a path under a regular
+    file, or a folder (or the nearest existing parent) this process cannot write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MitotypeError(f"{option} {path}: exists and is not a folder")
+    _check_creatable(path, path, option)
+    return path
+
+
+def _check_creatable(folder: Path, target: Path, option: str) -> None:
+    """``folder`` is writable, or can be created inside its nearest existing parent."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise MitotypeError(f"{option} {target}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MitotypeError(f"{option} {target}: {existing} is a file, not a folder, so {target} cannot be created")
+    if not _writable(existing):
+        raise MitotypeError(f"{option} {target}: the folder {existing} is not writable")
+
+
+def _writable(folder: Path) -> bool:
+    """Try it: permission bits say nothing for root, nor for read-only mounts or ACLs."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mitotype-write-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mitotype.bench import run_all, table
-    from mitotype.io import write_json
+    from mitotype.io import check_output_file, write_json
+
+    if args.out:
+        check_output_file(args.out)  # before minutes of benchmarks, not after
 
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -28,8 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mitotype.commands.options import check_device
+    from mitotype.io import check_output_dir
     from mitotype.predict.challenge import run_challenge
 
+    check_output_dir(args.output, "--output")
+    check_device(args.device)
     path = run_challenge(args.input, args.output, args.model or ["default"], tta=args.tta,
                          batch_size=args.batch_size, device=args.device)
     print(f"wrote {path}")  # stdout: grand-challenge shows stderr as warnings

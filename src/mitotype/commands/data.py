@@ -52,8 +52,10 @@ def _summary(args: argparse.Namespace) -> int:
 
     from mitotype.data.spec import load_figures
     from mitotype.data.summary import format_summary, summarise
-    from mitotype.io import write_json
+    from mitotype.io import check_output_file, write_json
 
+    if args.out:
+        check_output_file(args.out)
     summary = summarise(load_figures(args.spec))
     summary = {"spec": args.spec, **summary}
     if args.out:
@@ -66,7 +68,9 @@ def _download(args: argparse.Namespace) -> int:
     import json
 
     from mitotype.data.download import download_amibr
+    from mitotype.io import check_output_dir
 
+    check_output_dir(args.to, "--to")
     report = download_amibr(args.to, archive=args.archive, split_csv=args.split_csv,
                             progress=not args.no_progress)
     for warning in report.pop("warnings"):

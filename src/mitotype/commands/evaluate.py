@@ -15,26 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+from mitotype.commands.options import non_negative_int, positive_int, probability, random_seed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,26 +29,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (created; existing files are replaced). Default: %(default)s")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average P(atypical) over flips and 90-degree rotations")
-    parser.add_argument("--batch-size", type=_positive, default=64, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
                         help="figures per forward pass. Default: %(default)s")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="cpu, cuda, cuda:1 or auto (a GPU when one is visible). Default: %(default)s")
-    parser.add_argument("--n-boot", type=_non_negative, default=1000, metavar="N",
+    parser.add_argument("--n-boot", type=non_negative_int, default=1000, metavar="N",
                         help="bootstrap resamples for the 95%% intervals (0 = no intervals). Default: %(default)s")
-    parser.add_argument("--threshold", type=_probability, default=None, metavar="T",
+    parser.add_argument("--threshold", type=probability, default=None, metavar="T",
                         help="call a figure atypical when P(atypical) >= T; default: the model file's tuned "
                              "threshold (the mean of them for an ensemble)")
     parser.add_argument("--size-policy", choices=("center-crop", "resize", "error"), default="center-crop",
                         help="crops whose size differs from the model's: center-crop (pad/crop around the "
                              "centre, keeps the scale), resize, or error. Default: %(default)s")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed. Default: %(default)s")
+    parser.add_argument("--seed", type=random_seed, default=0, help="bootstrap seed. Default: %(default)s")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from mitotype.commands.options import check_device
     from mitotype.evaluate.report import fmt
     from mitotype.evaluate.run import evaluate
+    from mitotype.io import check_output_dir
+
+    check_output_dir(args.out)
+    check_device(args.device)
 
     result = evaluate(args.model, args.data, args.out, tta=args.tta, batch_size=args.batch_size,
                       device=args.device, n_boot=args.n_boot, threshold=args.threshold,

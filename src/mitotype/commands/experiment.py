@@ -49,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
+    from mitotype.errors import MitotypeError
     from mitotype.evaluate.experiment import run_experiment
+    from mitotype.io import check_output_dir
+
+    if args.data is not None and not args.data.strip():
+        raise MitotypeError("--data: empty data spec; give one (e.g. amibr:PATH) or leave the option out")
+    if args.out:
+        check_output_dir(args.out)
 
     # results.md shows the command that reproduces the runs, so --table-only is left out of it
     argv = [a for a in sys.argv[1:] if a != "--table-only"]

@@ -16,16 +16,17 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mitotype.commands.predict import positive_float
+    from mitotype.commands.options import positive_float, positive_int
 
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="figure crops, folders of them (recursive) or multi-page TIFF stacks")
     parser.add_argument("--model", default="default", metavar="M",
                         help="model file (.pt) or 'default' (the model shipped with mitotype; the default)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--limit", type=int, default=100, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
                         help="explain at most the first N figures (default 100)")
-    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="figures per batch (default 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
+                        help="figures per batch (default 16)")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--slide", metavar="SLIDE", help="a whole-slide image (with --coords)")
@@ -38,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from mitotype.errors import MitotypeError
+    from mitotype.commands.options import check_device
+    from mitotype.io import check_output_dir
     from mitotype.predict.explain import explain
 
-    if args.batch_size < 1:
-        raise MitotypeError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_output_dir(args.out)
+    check_device(args.device)
     out = explain(args.inputs, args.out, args.model, limit=args.limit, batch_size=args.batch_size,
                   device=args.device, slide=args.slide, coords=args.coords, slide_mpp=args.slide_mpp,
                   progress=False if args.quiet else None)

@@ -21,45 +21,40 @@ from __future__ import annotations
 import argparse
 import re
 
+from mitotype.commands.options import int_range, positive_int, random_seed
+
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="data-set spec, e.g. amibr:../shared/data/amibr")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--limit", type=_positive, metavar="N",
+    parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="only a random sample of N figures (seeded by --seed), for a quick look")
-    parser.add_argument("--size", type=_positive, default=128, metavar="PX",
-                        help="crop size in pixels that images are brought to (default 128)")
+    parser.add_argument("--size", type=int_range(16, 1024), default=128, metavar="PX",
+                        help="crop size in pixels that images are brought to, 16 to 1024 (default 128)")
     parser.add_argument("--policy", choices=["center-crop", "resize", "error"], default="center-crop",
                         help="what to do with images of another size (default center-crop)")
-    parser.add_argument("--gallery", type=int, default=16, metavar="K",
+    parser.add_argument("--gallery", type=positive_int, default=16, metavar="K",
                         help="random atypical and random normal figures each in the gallery (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of the gallery sample (default 0)")
-    parser.add_argument("--workers", type=int, metavar="N",
+    parser.add_argument("--seed", type=random_seed, default=0,
+                        help="seed of --limit and of the gallery sample (default 0)")
+    parser.add_argument("--workers", type=positive_int, metavar="N",
                         help="processes for the segmentation (default: the CPUs available, at most 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     import numpy as np
 
     from mitotype.data.images import load_images
     from mitotype.data.spec import load_figures
     from mitotype.data.targets import CENTRE_RADIUS, MaskParams, load_masks, mask_stats
-    from mitotype.io import provenance, write_json, write_text
+    from mitotype.io import check_output_dir, provenance, write_json, write_text
 
-    out = Path(args.out)
+    out = check_output_dir(args.out)
     figures = load_figures(args.spec)
     if args.limit and args.limit < len(figures):
         keep = np.sort(np.random.default_rng(args.seed).choice(len(figures), args.limit, replace=False))

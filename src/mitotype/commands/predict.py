@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import argparse
 
+from mitotype.commands.options import positive_float, positive_int
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by predict, explain and challenge (same spelling everywhere)."""
     parser.add_argument("--model", action="append", metavar="M",
                         help="model file (.pt from `mitotype train`) or 'default' (the model shipped with "
                              "mitotype; the default). Repeat for an ensemble: probabilities are averaged")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="figures per batch (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                        help="figures per batch (default 64)")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,17 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from mitotype.commands.options import check_device
     from mitotype.errors import MitotypeError
+    from mitotype.io import check_output_file
     from mitotype.predict.run import check_output, predict, table_text, write_output
 
-    if args.batch_size < 1:
-        raise MitotypeError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.slide_mpp is not None and args.slide is None:
         raise MitotypeError("--slide-mpp needs --slide")
     if args.shape == "square" and not (args.out and args.out.lower().endswith(".geojson")):
         raise MitotypeError("--shape square applies to GeoJSON output (--out FILE.geojson)")
     if args.out:
         check_output(args.out, args.slide is not None)
+        check_output_file(args.out)
+    check_device(args.device)
     inputs = list(args.inputs)
     if args.example:
         from mitotype.data.example import EXAMPLE_STACK

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mitotype.config import load_config
     from mitotype.errors import MitotypeError
+    from mitotype.io import check_output_dir
 
     config_path, data, val = args.config, args.data, args.val
     if args.resume:
@@ -68,15 +69,15 @@ def run(args: argparse.Namespace) -> int:
             data, val = info.get("data_spec"), val or info.get("val_spec")
     if config_path is None or data is None:
         raise MitotypeError("a new run needs --config FILE.yaml and --data SPEC (see mitotype train --help)")
-    cfg = load_config(config_path, args.overrides)
     if args.out:
-        out = Path(args.out)
+        out = check_output_dir(args.out)
     else:
         # Lightning's DDP launcher re-runs this command in child processes with our environment: they must
         # pick the same folder, not one with their own timestamp.
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         default = str(Path("runs") / f"{Path(config_path).stem}-{stamp}")
-        out = Path(os.environ.setdefault("MITOTYPE_RUN_DIR", default))
+        out = check_output_dir(os.environ.setdefault("MITOTYPE_RUN_DIR", default))
+    cfg = load_config(config_path, args.overrides)
 
     from mitotype.train.run import train
 

@@ -14,6 +14,7 @@ Sizes other than the model's are handled by :func:`fit_size` with an explicit po
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -78,6 +79,77 @@ def _read_pil(path: Path) -> np.ndarray:
         elif im.mode in ("PA", "La"):
             im = im.convert("RGBA")
         return np.asarray(im)
+
+
+class _Errors(logging.Handler):
+    """Collects tifffile's ERROR log records: where it stops reading a damaged file, it only logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def tiff_page_count(path: str | Path) -> int:
+    """The number of pages of a TIFF file, every one of them complete; MitotypeError naming the file and its
+    first bad page otherwise.
+
+    tifffile stops at a page offset past the end of the file with nothing but a log line, so a truncated
+    stack would read as a shorter one (4 entries for 16 figures); and a page whose pixel data run past the
+    end of the file is cut off. Both are errors here, with the page they start at.
+    """
+    import tifffile
+
+    path = Path(path)
+    errors = _Errors()
+    log = logging.getLogger("tifffile")
+    log.addHandler(errors)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            size = tif.filehandle.size
+            for i, page in enumerate(pages):
+                if any(o + c > size for o, c in zip(page.dataoffsets, page.databytecounts)):
+                    raise MitotypeError(f"{path}: page {i} is cut off (its pixel data run past the end of the "
+                                        f"file: truncated?); pages 0..{i - 1} are complete" if i else
+                                        f"{path}: page 0 is cut off (its pixel data run past the end of the file: "
+                                        "truncated?)")
+    except MitotypeError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise MitotypeError(f"{path}: cannot read as a TIFF file ({type(exc).__name__}: {exc})") from None
+    finally:
+        log.removeHandler(errors)
+    if errors.messages:
+        n = len(pages)
+        raise MitotypeError(f"{path}: page {n} cannot be read ({errors.messages[0].split('> ', 1)[-1]}): the file "
+                            f"is truncated or corrupt after {n} complete page(s)")
+    return len(pages)
+
+
+def list_images(folder: str | Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The image files under ``folder`` (recursive; names starting with '.' skipped), sorted.
+
+    Unlike ``Path.rglob``, which skips what it cannot read without a word, a sub-folder that cannot be listed
+    and a broken link with an image suffix are errors: a result must never hold fewer images than the
+    folder does without saying so.
+    """
+    def fail(exc: OSError) -> None:
+        raise MitotypeError(f"{exc.filename}: cannot list this folder ({exc.strerror}); fix its permissions or "
+                            "leave it out") from None
+
+    found = []
+    for dirpath, _, filenames in os.walk(folder, onerror=fail):
+        for name in filenames:
+            if name.startswith(".") or not name.lower().endswith(suffixes):
+                continue
+            path = Path(dirpath) / name
+            if not path.is_file():
+                raise MitotypeError(f"{path}: not a readable file (a broken symbolic link?)")
+            found.append(path)
+    return sorted(found)
 
 
 def _read_tiff_pages(path: Path, pages: Sequence[int] | None = None) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mitotype.data.figure import Figure
+from mitotype.data.figure import LABELS, Figure
 from mitotype.errors import MitotypeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -73,6 +73,25 @@ def _number(value: str, where: str) -> float:
         raise MitotypeError(f"{where}: {value!r} is not a number") from None
 
 
+def _listdir(folder: str | Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError as exc:
+        raise MitotypeError(f"{folder}: cannot list this folder ({exc.strerror})") from None
+
+
+def _check_label_conflicts(figures: list[Figure], rows: list[int], where: str) -> None:
+    """The same image (and page) listed twice must carry one label: otherwise whichever row came first would
+    win without a word."""
+    first: dict[tuple[str, int | None], int] = {}
+    for i, fig in enumerate(figures):
+        j = first.setdefault((fig.path, fig.page), i)
+        if figures[j].label != fig.label:
+            page = "" if fig.page is None else f" page {fig.page}"
+            raise MitotypeError(f"{where}: lines {rows[j]} and {rows[i]} list {fig.path}{page} with conflicting "
+                                f"labels ({LABELS[figures[j].label]} and {LABELS[fig.label]}); keep one of them")
+
+
 def _check_files_exist(paths: list[str], where: str) -> None:
     """One directory listing per folder instead of one stat per file (3,720 files: milliseconds)."""
     listing: dict[str, set[str]] = {}
@@ -80,7 +99,7 @@ def _check_files_exist(paths: list[str], where: str) -> None:
     for p in paths:
         folder, name = os.path.split(p)
         if folder not in listing:
-            listing[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+            listing[folder] = set(_listdir(folder)) if os.path.isdir(folder) else set()
         if name not in listing[folder]:
             missing.append(p)
     if missing:
@@ -184,6 +203,7 @@ def read_midog25(csv: str, image_dir: str, domain: str = "tumor") -> list[Figure
             domain=meta[domain], group=row["filename"], slide=row["filename"],
             x=_number(row["coordinateX"], where), y=_number(row["coordinateY"], where),
             votes=votes or None, source="midog25", meta=meta))
+    _check_label_conflicts(figures, list(range(2, len(figures) + 2)), str(csv_path))
     _check_files_exist([f.path for f in figures], f"{csv_path} (images in {images})")
     return figures
 
@@ -202,12 +222,13 @@ def read_folder(root: str) -> list[Figure]:
         raise MitotypeError(f"{base}: folder not found")
     domain = base.resolve().name
     figures = []
-    for sub in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+    subs = sorted(base / n for n in _listdir(base) if (base / n).is_dir() and not n.startswith((".", "__")))
+    for sub in subs:
         if sub.name.lower() not in ("atypical", "normal"):
             raise MitotypeError(f"{sub}: unknown class folder {sub.name!r}; expected Atypical and Normal "
                                 "(case-insensitive)")
         label = LABEL_WORDS[sub.name.lower()]
-        for name in sorted(os.listdir(sub)):
+        for name in sorted(_listdir(sub)):
             if _is_image(name):
                 path = str(sub / name)
                 figures.append(Figure(path=path, label=label, domain=domain, group=path, source="folder"))
@@ -238,6 +259,7 @@ def read_manifest(csv: str) -> list[Figure]:
             x=_number(row["x"], where) if has["x"] else None,
             y=_number(row["y"], where) if has["y"] else None,
             source="manifest"))
+    _check_label_conflicts(figures, list(range(2, len(figures) + 2)), str(csv_path))
     _check_files_exist(sorted({f.path for f in figures}), str(csv_path))
     return figures
 
@@ -245,13 +267,9 @@ def read_manifest(csv: str) -> list[Figure]:
 # --- TIFF stacks (MIDOG 2025 track-2 input) -------------------------------------------------------------
 
 def _page_count(path: Path) -> int:
-    import tifffile
+    from mitotype.data.images import tiff_page_count
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return len(tif.pages)
-    except Exception as exc:
-        raise MitotypeError(f"{path}: cannot read TIFF stack ({type(exc).__name__}: {exc})") from None
+    return tiff_page_count(path)  # every page complete, or an error naming the first bad one
 
 
 def _load_ground_truth(path: Path) -> dict[str, dict]:

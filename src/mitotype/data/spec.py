@@ -9,6 +9,7 @@ Readers and their options: :data:`mitotype.data.readers.READERS`.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -94,7 +95,12 @@ def load_figures(spec: str) -> list[Figure]:
     figures: list[Figure] = []
     for part in parse_spec(spec):
         figures.extend(READERS[part.reader].read(*part.args, **part.options))
+    listed = len(figures)
     figures = dedupe(figures)
+    if len(figures) < listed:  # never fewer figures than the input lists without a word
+        logging.getLogger(__name__).warning(
+            "data spec %r: %d of %d listed figures are duplicates (same file and page, or same slide and centre) "
+            "and are counted once", spec, listed - len(figures), listed)
     if not figures:
         raise MitotypeError(f"data spec {spec!r} selects no figures")
     return figures

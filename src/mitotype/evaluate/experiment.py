@@ -260,7 +260,9 @@ def run_config(exp: Experiment, config: str, seed: int, cli_overrides: Sequence[
     from mitotype.config import load_config
 
     spec = exp.configs[config]
-    return load_config(spec["base"], [*exp.overrides, *spec["overrides"], *cli_overrides, f"train.seed={seed}"])
+    # the accelerator is checked where runs start (run_experiment), so that a GPU grid can be planned anywhere
+    return load_config(spec["base"], [*exp.overrides, *spec["overrides"], *cli_overrides, f"train.seed={seed}"],
+                       check_devices=False)
 
 
 def eval_device(exp: Experiment, cfg: Any) -> str:
@@ -594,6 +596,15 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
     print(describe(exp, todo, out))
     if dry_run:
         return out / "results.md"
+    if table_only and not any(run_state(out / "runs" / r.id) == "done" for r in runs):
+        # most likely a mistyped --out: an empty table would look like an experiment that ran
+        raise MitotypeError(f"{out}: no finished runs to tabulate ({len(runs)} planned); give the --out of an "
+                            "experiment that ran, or run it first")
+    if todo:
+        from mitotype.config import check_accelerator
+
+        for config in exp.configs:
+            check_accelerator(run_config(exp, config, exp.seeds[0], overrides), f"{exp.path}: config {config!r}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "experiment.json", provenance(
         experiment=str(exp.path), data=exp.data, seeds=exp.seeds, protocols=exp.protocols, reference=exp.reference,

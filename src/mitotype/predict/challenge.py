@@ -40,14 +40,10 @@ def find_stack(input_dir: str | Path) -> Path:
 
 
 def stack_figures(stack: Path) -> list[Figure]:
-    """One Figure per page, in page order."""
-    import tifffile
+    """One Figure per page, in page order (every page, or a MitotypeError naming the first bad one)."""
+    from mitotype.data.images import tiff_page_count
 
-    try:
-        with tifffile.TiffFile(stack) as tif:
-            n = len(tif.pages)
-    except Exception as exc:  # tifffile raises many types for corrupt files
-        raise MitotypeError(f"{stack}: cannot read as a TIFF stack ({type(exc).__name__}: {exc})") from None
+    n = tiff_page_count(stack)
     if n == 0:
         raise MitotypeError(f"{stack}: the stack has no pages")
     return [Figure(path=str(stack), label=None, domain="", group=stack.name, page=i, source="challenge")

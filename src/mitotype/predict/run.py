@@ -35,8 +35,9 @@ MAX_CROP_FACTOR = 4
 
 def _image_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not p.name.startswith("."))
+        from mitotype.data.images import list_images
+
+        files = list_images(path, IMAGE_SUFFIXES)
         if not files:
             raise MitotypeError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return files
@@ -47,6 +48,10 @@ def _image_files(path: Path) -> list[Path]:
 
 def _pages(path: Path) -> list[tuple[int, int]]:
     """(height, width) of every page of an image file, from its header only."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        from mitotype.data.images import tiff_page_count
+
+        tiff_page_count(path)  # a truncated stack is an error naming its first bad page, not fewer pages
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile

@@ -64,13 +64,15 @@ class FigureDataModule(L.LightningDataModule):
             val_idx = np.arange(len(figures), len(everything))
         else:
             everything = figures
-            if cfg.train.val_fraction <= 0:
-                raise MitotypeError("train.val_fraction must be > 0 when no --val data is given")
-            train_idx, val_idx = group_holdout(figures, cfg.train.val_fraction, cfg.train.seed)
+        # before the hold-out: a data set without labels is the problem to name, not its number of groups
         unlabelled = [f.name for f in everything if f.label is None]
         if unlabelled:
             raise MitotypeError(f"{len(unlabelled)} figures have no label (e.g. {unlabelled[0]}); "
                                 "training needs labelled data")
+        if not self.val_spec:
+            if cfg.train.val_fraction <= 0:
+                raise MitotypeError("train.val_fraction must be > 0 when no --val data is given")
+            train_idx, val_idx = group_holdout(figures, cfg.train.val_fraction, cfg.train.seed)
         labels = np.array([f.label for f in everything], dtype=np.int64)
         domain_names = sorted({f.domain for f in everything})
         domains = np.array([domain_names.index(f.domain) for f in everything], dtype=np.int64)
