@@ -253,6 +253,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.accelerator": _one_of(*ACCELERATORS), "train.num_nodes": _at_least(1),
     "train.max_train_batches": _at_least(1), "train.ema_decay": FRACTION,
     "train.mask_method": _one_of("segmented", "disk"), "train.aux_schedule": _one_of("constant", "decay"),
+    "train.distil_weight": FRACTION,
 }
 TASK_WEIGHT = _at_least(0)  # the loss weight of every dense task and of the background swap
 

@@ -552,11 +552,38 @@ def bench_case(draw, w: World) -> Case:
     return Case(argv, draft.culprits)
 
 
+@st.composite
+def ensemble_case(draw, w: World) -> Case:
+    d = fresh(w)
+    draft = Draft(draw, ["MODEL", "--out", "--threshold"])
+    kind = draft.pick("MODEL", ["tiny"], ["missing", "corrupt", "crop"])
+    second = {"tiny": str(w.model), "missing": str(d / "nope.pt"), "corrupt": str(w.path("not_a_model.pt")),
+              "crop": str(w.crops[0])}[kind]
+    draft.blame(kind == "tiny", Path(second).name)
+    opt, _ = output_option(draft, w, d, "--out", OUT_FILES, ".pt")
+    argv = ["ensemble", str(w.model), second, *opt]
+    argv += number_option(draft, "--threshold", threshold_valid, ["0.5", "0", "1", "1.5", "-0.1", "nan", "abc"])
+    return Case(argv, draft.culprits)
+
+
+@st.composite
+def calibrate_case(draw, w: World) -> Case:
+    d = fresh(w)
+    draft = Draft(draw, ["--data", "--out", "--alpha", "--batch-size"])
+    argv = ["calibrate", "--model", str(w.model), *spec_option(draft, w, "--data", labelled=True)[0]]
+    argv += output_option(draft, w, d, "--out", OUT_FILES, ".pt")[0]
+    argv += number_option(draft, "--alpha", lambda t: (as_float(t) or 0) > 0 and (as_float(t) or 1) < 1,
+                          ["0.1", "0.05", "0", "1", "1.5", "nan", "abc"])
+    argv += number_option(draft, "--batch-size", int_valid)
+    return Case(argv, draft.culprits)
+
+
 # command -> (strategy, examples): a few hundred in all, most of them refused before any work
 STRATEGIES = {"predict": (predict_case, 60), "challenge": (challenge_case, 25), "evaluate": (evaluate_case, 25),
               "explain": (explain_case, 12), "export": (export_case, 8), "train": (train_case, 50),
               "experiment": (experiment_case, 30), "data": (data_case, 40), "masks": (masks_case, 15),
-              "weights": (weights_case, 6), "bench": (bench_case, 10)}
+              "weights": (weights_case, 6), "bench": (bench_case, 10), "ensemble": (ensemble_case, 12),
+              "calibrate": (calibrate_case, 15)}
 
 
 def test_every_command_is_fuzzed():

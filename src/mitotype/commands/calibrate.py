@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from mitotype.commands.options import positive_int
+
 
 def _alpha(text: str) -> float:
     value = float(text)
@@ -31,14 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=_alpha, default=0.1, metavar="A",
                         help="default error level of the prediction sets (coverage 1 - A per class). "
                              "Default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="figures per batch (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="figures per batch (default 64)")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from mitotype.io import check_output_file
     from mitotype.models.calibrate import calibrate
 
+    check_output_file(args.out)
     fitted = calibrate(args.model, args.data, args.out, alpha=args.alpha, batch_size=args.batch_size,
                        progress=sys.stderr.isatty())
     print(f"{args.out}: temperature {fitted['temperature']:.3f} fitted on {fitted['n']} figures "

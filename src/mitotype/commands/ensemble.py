@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import argparse
 
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+from mitotype.commands.options import probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="member model files (model.pt), two or more")
     parser.add_argument("--out", required=True, metavar="FILE.pt", help="the ensemble model file to write")
-    parser.add_argument("--threshold", type=_probability, default=None, metavar="T",
+    parser.add_argument("--threshold", type=probability, default=None, metavar="T",
                         help="its decision threshold (default: the mean of the members' thresholds)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from mitotype.io import check_output_file
     from mitotype.models.modelfile import load_model, save_ensemble
 
+    check_output_file(args.out)
     path = save_ensemble(args.out, args.models, threshold=args.threshold)
     loaded = load_model(path)  # proves it loads before saying so
     print(f"{path}: ensemble of {len(args.models)} models, threshold {loaded.threshold:.4f}")
