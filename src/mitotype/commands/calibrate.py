@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=_alpha, default=0.1, metavar="A",
                         help="default error level of the prediction sets (coverage 1 - A per class). "
                              "Default: %(default)s")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="figures per batch (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                        help="figures per batch (default 64)")
 
 
 def run(args: argparse.Namespace) -> int:
