@@ -17,6 +17,9 @@ import yaml
 
 from mitotype.errors import MitotypeError
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass
 class TaskConfig:
@@ -39,8 +42,8 @@ class ModelConfig:
     crop_size: int = 128
     input_size: int = 128
     mpp: float = 0.25
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # an encoder may bring its own (__post_init__)
+    std: tuple[float, float, float] = IMAGENET_STD
     # Classification head: global pooling, then len(head_hidden)+1 fully connected layers with ReLU.
     head_hidden: tuple[int, ...] = (512, 256)
     head_dropout: float = 0.3
@@ -62,6 +65,16 @@ class ModelConfig:
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("qkv", "proj", "fc1", "fc2")
     drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        # mean or std left at the ImageNet default: the encoder's own where its weights expect others (the
+        # table is in models/encoders.py); the resolved values are what the model file stores.
+        from mitotype.models.encoders import default_normalisation
+
+        own = default_normalisation(self.encoder)
+        if own is not None:
+            self.mean = own[0] if tuple(self.mean) == IMAGENET_MEAN else self.mean
+            self.std = own[1] if tuple(self.std) == IMAGENET_STD else self.std
 
     @property
     def dense_tasks(self) -> list[str]:

@@ -12,7 +12,7 @@ from mitotype.config import ModelConfig
 from mitotype.errors import MitotypeError
 from mitotype.models.encoders import create_encoder
 
-ENCODERS = ["tv_mobilenet_v2", "resnet18", "efficientnet_b0"]
+ENCODERS = ["tv_mobilenet_v2", "resnet18", "efficientnet_b0", "efficientnet_lite0"]
 
 
 @pytest.mark.parametrize("name", ENCODERS)
@@ -48,7 +48,7 @@ def test_torchvision_local_weights_file_is_loaded(tmp_path):
     assert all(torch.equal(ours[k], v) for k, v in ref.state_dict().items() if k.startswith("features."))
 
 
-@pytest.mark.parametrize("encoder", ["tv_mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("encoder", ["tv_mobilenet_v2", "resnet18", "efficientnet_lite0"])
 def test_bad_weights_file_names_the_file(tmp_path, encoder):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")

