@@ -19,6 +19,11 @@ from mitotype.errors import MitotypeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Input statistics an encoder's weights were trained with, where they are not ImageNet's usual ones
+# (plain data here, so that reading a config never imports torch). The EfficientNet-Lite weights are
+# TensorFlow's (x - 127) / 128: with ImageNet statistics the stem's activations have ~3.8x the variance its
+# BatchNorm learnt, with these ~0.8x (tests/models/test_lite_weights.py).
+ENCODER_NORMALISATION = {f"efficientnet_lite{i}": ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502)) for i in range(3)}
 
 
 @dataclass
@@ -67,11 +72,9 @@ class ModelConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self):
-        # mean or std left at the ImageNet default: the encoder's own where its weights expect others (the
-        # table is in models/encoders.py); the resolved values are what the model file stores.
-        from mitotype.models.encoders import default_normalisation
-
-        own = default_normalisation(self.encoder)
+        # mean or std left at the ImageNet default: the encoder's own where its weights expect others; the
+        # resolved values are what the model file stores
+        own = ENCODER_NORMALISATION.get(self.encoder)
         if own is not None:
             self.mean = own[0] if tuple(self.mean) == IMAGENET_MEAN else self.mean
             self.std = own[1] if tuple(self.std) == IMAGENET_STD else self.std

@@ -24,21 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mitotype.config import ModelConfig
+from mitotype.config import ENCODER_NORMALISATION, ModelConfig
 from mitotype.errors import MitotypeError
 
 VIT_PREFIXES = ("vit_", "deit", "eva", "hf-hub:")
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-# Input statistics an encoder's weights were trained with, where they are not ImageNet's usual ones;
-# ModelConfig takes them when its mean/std are left at the default. The Lite weights are TensorFlow's
-# (x - 127) / 128: with ImageNet statistics the stem's activations have ~3.8x the variance its BatchNorm
-# learnt, with these ~0.8x (tests/models/test_lite_weights.py).
-NORMALISATION = {name: ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502)) for name in LITE}
-
-
-def default_normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """(mean, std) that ``encoder``'s pretrained weights expect, or None for ImageNet's usual ones."""
-    return NORMALISATION.get(encoder)
+NORMALISATION = ENCODER_NORMALISATION  # owned by the config: ModelConfig applies it
 
 
 class FeatureInfo:
