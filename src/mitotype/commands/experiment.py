@@ -13,6 +13,7 @@ Examples:
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml train.accelerator=gpu   (same as --set)
   mitotype experiment --config experiments/amibr_mtl_vs_stl.yaml --out runs/exp/mtl_vs_stl --table-only
   mitotype experiment --config experiments/amibr_levers.yaml --out runs/exp/levers --table-only --reference mtl
+  mitotype experiment --config experiments/amibr_levers.yaml --out runs/exp/levers --table-only --last-epoch
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=None, metavar="CONFIG",
                         help="take the paired differences against this config instead of the experiment's "
                              "reference, into results_vs_CONFIG.md/.csv/.png (e.g. --table-only --reference mtl)")
+    parser.add_argument("--last-epoch", action="store_true",
+                        help="also score every finished run at its last epoch (train/checkpoints/last.ckpt, or "
+                             "the cached eval/last_epoch_p_atypical.csv) into last_epoch.csv: AUROC and the "
+                             "paired difference to the experiment's reference and to --reference")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mitotype.errors import MitotypeError
-    from mitotype.evaluate.experiment import run_experiment
+    from mitotype.experiment import run_experiment
     from mitotype.io import check_output_dir
 
     if args.data is not None and not args.data.strip():
@@ -58,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_dir(args.out)
 
-    # results.md shows the command that reproduces the runs, so --table-only is left out of it
-    argv = [a for a in sys.argv[1:] if a != "--table-only"]
+    # results.md shows the command that reproduces the runs, so --table-only and --last-epoch are left out
+    argv = [a for a in sys.argv[1:] if a not in ("--table-only", "--last-epoch")]
     command = "mitotype " + shlex.join(argv) if "experiment" in argv else None
     run_experiment(args.config, args.out, dry_run=args.dry_run, overrides=[*args.set_overrides, *args.overrides],
                    data=args.data, only=args.only, command=command, table_only=args.table_only,
-                   reference=args.reference)
+                   reference=args.reference, last_epoch=args.last_epoch)
     return 0

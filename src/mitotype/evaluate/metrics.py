@@ -16,7 +16,8 @@ class) is ``None`` (JSON null), never a number: the official evaluator would rep
 Intervals are percentile bootstrap intervals. The resampled unit is the group (slide) where groups are
 given, because figures of one slide are not independent; else the figure. All metrics, the point estimate
 included, come from one weighted implementation (a bootstrap replicate is a vector of integer weights),
-which the tests check against scikit-learn.
+which the tests check against scikit-learn. ``paired_bootstrap`` compares two models tested on the same
+figures with several seeds each (the experiment table's differences).
 """
 
 from __future__ import annotations
@@ -153,6 +154,52 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float] 
     alpha = (1 - level) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
     return [float(low), float(high)]
+
+
+def paired_bootstrap(labels: Sequence[int], probs_a: np.ndarray, probs_b: np.ndarray,
+                     threshold_a: float | np.ndarray, threshold_b: float | np.ndarray,
+                     groups: Sequence[Any] | None = None, metric: str = "balanced_accuracy",
+                     n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """The paired difference metric(a) - metric(b) of two models tested on the same figures with the same
+    seeds, and its two-stage bootstrap interval.
+
+    ``probs_a`` and ``probs_b`` are (S, n): P(atypical) of seed s of each model on the n figures (same order,
+    same ``labels``). Thresholds broadcast against them: a float, one per figure (n,), or (S, n) (k folds
+    pooled into one test set keep each fold's own threshold). Each replicate resamples the groups (slides,
+    see ``bootstrap_units``) and, independently for each of the S slots, a seed with replacement, and
+    averages the S differences: the interval covers slide-to-slide and seed-to-seed variation (with one
+    seed it is the slide interval alone).
+
+    Returns ``{"delta": mean over seeds of the difference, "per_seed": [difference of seed s], "ci": [low,
+    high]}``; undefined values (e.g. AUROC on one class) are None.
+    """
+    if metric not in METRICS:
+        raise MitotypeError(f"metrics: unknown metric {metric!r}; valid: {METRICS}")
+    labels = np.asarray(labels).astype(np.int64)
+    probs_a, probs_b = np.atleast_2d(np.asarray(probs_a, float)), np.atleast_2d(np.asarray(probs_b, float))
+    if probs_a.shape != probs_b.shape or probs_a.shape[1:] != labels.shape or len(probs_a) == 0:
+        raise MitotypeError(f"metrics: paired probabilities {probs_a.shape} and {probs_b.shape} must both be "
+                            f"(seeds, {len(labels)} figures)")
+    thr_a = np.broadcast_to(np.asarray(threshold_a, float), probs_a.shape)
+    thr_b = np.broadcast_to(np.asarray(threshold_b, float), probs_b.shape)
+
+    def value(s: int, weights: np.ndarray) -> np.ndarray:  # (B,) differences of seed s
+        return (weighted_metrics(labels, probs_a[s], thr_a[s], weights)[metric]
+                - weighted_metrics(labels, probs_b[s], thr_b[s], weights)[metric])
+
+    n_seeds = len(probs_a)
+    per_seed = [float(value(s, np.ones((1, len(labels))))[0]) for s in range(n_seeds)]
+    delta = float(np.mean(per_seed))
+    rng = np.random.default_rng(seed)
+    units, _ = bootstrap_units(labels, groups)
+    reps = []
+    for start in range(0, n_boot, _CHUNK):
+        w = bootstrap_weights(units, min(_CHUNK, n_boot - start), rng)
+        d = np.stack([value(s, w) for s in range(n_seeds)])  # seeds x B
+        picks = rng.integers(0, n_seeds, size=d.shape)  # a seed drawn with replacement per slot
+        reps.append(np.take_along_axis(d, picks, axis=0).mean(axis=0))
+    return {"delta": _value(delta), "per_seed": [_value(v) for v in per_seed],
+            "ci": percentile_interval(np.concatenate(reps), level) if reps else None}
 
 
 def compute_metrics(labels: Sequence[int], probs: Sequence[float], threshold: float,
