@@ -80,9 +80,9 @@ def test_predict_matches_inference_and_threshold(small_loaded, small_model, stac
     from mitotype.predict.challenge import stack_figures
 
     rows, info = predict([stack], [str(small_model)], device="cpu")
-    direct = predict_proba([small_loaded], load_images(stack_figures(stack)))
+    direct = predict_proba([small_loaded], load_images(stack_figures(stack)), backend="onnx")  # predict's CPU default
     np.testing.assert_allclose([r["p_atypical"] for r in rows], direct, atol=1e-6)
-    assert [r["index"] for r in rows] == list(range(16))
+    assert [r["index"] for r in rows] == list(range(16)) and info["backend"] == "onnx"
     assert info["threshold"] == pytest.approx(small_loaded.threshold)
     assert all(r["class"] == ("atypical" if r["p_atypical"] >= info["threshold"] else "normal") for r in rows)
 

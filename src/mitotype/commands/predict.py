@@ -26,6 +26,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
 
 
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and --threads, shared by predict and challenge."""
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                        help="auto (default: onnxruntime on CPU, the model's graph exported once and cached; "
+                             "torch on GPUs), onnx, or torch (eager PyTorch, batch norm folded)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads of the network (default: $OMP_NUM_THREADS, else all cores); 1 per "
+                             "process is fastest on a machine shared with other jobs")
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -43,8 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(slides only: QuPath point detections) instead of printing a table")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over the 8 flips and 90-degree rotations")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="torch (default) or onnx (onnxruntime; the model is exported once and cached)")
+    add_backend_arguments(parser)
     parser.add_argument("--slide", metavar="SLIDE",
                         help="a whole-slide image (SVS, pyramidal/plain TIFF, NDPI, ...; MRXS etc. with openslide)")
     parser.add_argument("--coords", metavar="CSV",
@@ -69,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.out, args.slide is not None)
     rows, info = predict(args.inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
                          device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
-                         slide_mpp=args.slide_mpp, progress=False if args.quiet else None)
+                         slide_mpp=args.slide_mpp, progress=False if args.quiet else None,
+                         threads=args.threads)
     if args.out:
         write_output(args.out, rows, info)
         n_atyp = sum(r["class"] == "atypical" for r in rows)
