@@ -61,14 +61,10 @@ def normalise(images: np.ndarray, crop_size: int, input_size: int, mean, std) ->
     images = fit_batch(np.asarray(images), crop_size)
     if crop_size != input_size:
         return preprocess(images, crop_size, input_size, mean, std).contiguous().numpy()
-    n, h, w, _ = images.shape
-    out = np.empty((n, 3, h, w), dtype=np.float32)
-    scale = np.float32(1.0 / 255)
-    for c in range(3):  # three vectorised passes, each writing one contiguous output plane
-        plane = out[:, c]
-        np.multiply(images[..., c], scale, out=plane, dtype=np.float32)
-        np.subtract(plane, np.float32(mean[c]), out=plane)
-        np.divide(plane, np.float32(std[c]), out=plane)
+    planes = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # uint8 NCHW: a cheap copy, 1/4 of the output
+    out = np.multiply(planes, np.float32(1.0 / 255), dtype=np.float32)
+    out -= np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    out /= np.asarray(std, dtype=np.float32)[None, :, None, None]
     return out
 
 
