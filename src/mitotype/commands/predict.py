@@ -28,9 +28,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """--backend and --threads, shared by predict and challenge."""
-    parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch", "torch-eager"), default="auto",
                         help="auto (default: onnxruntime on CPU, the model's graph exported once and cached; "
-                             "torch on GPUs), onnx, or torch (eager PyTorch, batch norm folded)")
+                             "torch on GPUs), onnx, torch (eager PyTorch, batch norm folded), or torch-eager "
+                             "(unfolded: the reference the others are tested against)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="threads of the network (default: $OMP_NUM_THREADS, else all cores); 1 per "
                              "process is fastest on a machine shared with other jobs")
