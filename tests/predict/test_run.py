@@ -162,3 +162,33 @@ def test_slide_positions_to_geojson(tmp_path, small_model, amibr_root):
     p_orig = predict_proba([load_model(small_model)], np.stack(crops))
     p_slide = [f["properties"]["measurements"]["p_atypical"] for f in features]
     np.testing.assert_allclose(p_slide, p_orig, atol=0.01)
+
+
+def test_shards_partition_the_figures_in_order(tmp_path, small_model, stack):
+    whole = tmp_path / "whole.csv"
+    assert main(["predict", str(stack), "--model", str(small_model), "--out", str(whole), "--threads", "1"]) == 0
+    parts = []
+    for i in range(3):  # 16 pages in 3 parts: 5, 5, 6
+        out = tmp_path / f"part-{i}.csv"
+        assert main(["predict", str(stack), "--model", str(small_model), "--out", str(out), "--threads", "1",
+                     "--shard", f"{i}/3"]) == 0
+        parts.append(out.read_text().splitlines())
+    assert [len(p) - 1 for p in parts] == [5, 5, 6]
+    assert [parts[0][0], *(line for p in parts for line in p[1:])] == whole.read_text().splitlines()
+
+
+@pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "0/0"])
+def test_bad_shards_are_refused(text):
+    from mitotype.predict.run import parse_shard
+
+    with pytest.raises(MitotypeError, match="--shard"):
+        parse_shard(text)
+
+
+def test_shard_ranges_cover_everything_once():
+    from mitotype.predict.run import shard_range
+
+    for total in (0, 1, 7, 16, 3720):
+        for n in (1, 2, 3, 8, 20):
+            got = [k for i in range(n) for k in shard_range(total, (i, n))]
+            assert got == list(range(total))

@@ -5,6 +5,7 @@ Examples:
   mitotype predict crops/ --out predictions.csv --tta
   mitotype predict crops/ --model a.pt --model b.pt --out predictions.json     (ensemble: mean probability)
   mitotype predict --slide slide.svs --coords figures.csv --out figures.geojson  (QuPath import)
+  mitotype predict crops/ --threads 1 --shard 3/8 --out part-3.csv      (part 3 of 8, e.g. one Slurm array task)
 
 One row per figure: source, index (page of a stack, or row of the coordinates CSV), x, y (slide positions,
 level-0 pixels), p_atypical, class (p_atypical against the model's stored threshold). Without --out a table
@@ -62,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slide-mpp", type=positive_float, metavar="UM",
                         help="with --slide: microns per pixel at level 0, for slides without resolution metadata "
                              "(overrides the metadata)")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="only part I of N (0-based) of the figures, a contiguous block of the input order: "
+                             "one process or array task per part, e.g. --shard $SLURM_ARRAY_TASK_ID/8; the parts' "
+                             "CSVs concatenated in order are the unsharded CSV")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mitotype.errors import MitotypeError
-    from mitotype.predict.run import check_output, predict, table_text, write_output
+    from mitotype.predict.run import check_output, parse_shard, predict, table_text, write_output
 
     if args.batch_size < 1:
         raise MitotypeError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -77,10 +82,11 @@ def run(args: argparse.Namespace) -> int:
         raise MitotypeError("--slide-mpp needs --slide")
     if args.out:
         check_output(args.out, args.slide is not None)
+    shard = parse_shard(args.shard) if args.shard else None
     rows, info = predict(args.inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
                          device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
                          slide_mpp=args.slide_mpp, progress=False if args.quiet else None,
-                         threads=args.threads)
+                         threads=args.threads, shard=shard)
     if args.out:
         write_output(args.out, rows, info)
         n_atyp = sum(r["class"] == "atypical" for r in rows)

@@ -179,6 +179,27 @@ def predict_figures(predictor: Any, figures: Sequence[Figure], crop_size: int, b
     return np.concatenate(out)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n: part i of n (0-based, as Slurm's ``SLURM_ARRAY_TASK_ID``)."""
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or not 0 <= i < n:
+        raise MitotypeError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/8 ... 7/8")
+    return i, n
+
+
+def shard_range(total: int, shard: tuple[int, int] | None) -> range:
+    """The items of part i of n: a contiguous block of the input order (``n`` blocks whose sizes differ by at
+    most one), so the parts' outputs concatenated in order are the unsharded output, row for row."""
+    if shard is None:
+        return range(total)
+    i, n = shard
+    return range(i * total // n, (i + 1) * total // n)
+
+
 def gather_images(
     inputs: Sequence[str | Path],
     crop_size: int,
@@ -187,8 +208,10 @@ def gather_images(
     coords: str | Path | None = None,
     slide_mpp: float | None = None,
     progress: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, list[str], list[int], np.ndarray | None]:
-    """Crops (N, crop, crop, 3) uint8 with their source, index and slide positions (None for crops)."""
+    """Crops (N, crop, crop, 3) uint8 with their source, index and slide positions (None for crops);
+    ``shard``: only part i of n of them (:func:`shard_range`)."""
     from mitotype.data.images import load_images
 
     check_sources(inputs, slide, coords)
@@ -196,10 +219,13 @@ def gather_images(
         from mitotype.predict.slide import read_coords, read_slide_crops
 
         xy = read_coords(coords)
+        rows = shard_range(len(xy), shard)
+        xy = xy[rows.start:rows.stop]
         show = len(xy) >= 64 if progress is None else progress
         images = read_slide_crops(slide, xy, crop_size, mpp, slide_mpp, progress=show)
-        return images, [str(slide)] * len(xy), list(range(len(xy))), xy
+        return images, [str(slide)] * len(xy), list(rows), xy
     figures = collect_figures(inputs, crop_size)
+    figures = [figures[k] for k in shard_range(len(figures), shard)]
     show = len(figures) >= 64 if progress is None else progress
     images = load_images(figures, size=crop_size, policy="center-crop", progress=show)
     return images, [f.path for f in figures], [f.page or 0 for f in figures], None
@@ -240,11 +266,13 @@ def predict(
     slide_mpp: float | None = None,
     progress: bool | None = None,
     threads: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Predict every figure; returns (rows, info) where info names the models, threshold and settings.
 
     ``backend``: auto (onnxruntime on CPU, torch on GPUs), onnx, torch; ``threads``: the network's
-    intra-op threads (None: OMP_NUM_THREADS, else all cores)."""
+    intra-op threads (None: OMP_NUM_THREADS, else all cores); ``shard=(i, n)``: only part i of n of the
+    figures (:func:`shard_range`), for spreading one job over processes or machines."""
     from mitotype.models.inference import Predictor
 
     check_sources(inputs, slide, coords)
@@ -258,11 +286,12 @@ def predict(
     predictor = Predictor(models, backend, device, tta=tta, threads=threads)
     if slide is not None:
         images, sources, indices, xy = gather_images(inputs, crop_size, models[0].config.model.mpp, slide,
-                                                     coords, slide_mpp, progress)
+                                                     coords, slide_mpp, progress, shard)
         show = len(images) >= 64 if progress is None else progress
         probs = _predict_all(predictor, images, batch_size, show)
     else:
         figures = collect_figures(inputs, crop_size)
+        figures = [figures[k] for k in shard_range(len(figures), shard)]
         show = len(figures) >= 64 if progress is None else progress
         probs = predict_figures(predictor, figures, crop_size, batch_size, show, workers=threads or None)
         sources, indices, xy = [f.path for f in figures], [f.page or 0 for f in figures], None
@@ -270,7 +299,7 @@ def predict(
     info = {"models": [str(m) for m in model_paths], "thresholds": [float(m.threshold) for m in models],
             "threshold": threshold, "tta": tta, "backend": predictor.backend, "crop_size": crop_size,
             "mpp": models[0].config.model.mpp, "slide": str(slide) if slide else None,
-            "slide_mpp": slide_mpp}
+            "slide_mpp": slide_mpp, "shard": f"{shard[0]}/{shard[1]}" if shard else None}
     return make_rows(sources, indices, probs, threshold, xy), info
 
 
