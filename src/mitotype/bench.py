@@ -320,6 +320,51 @@ def bench_e2e(amibr: Path | None, stack: Path | None, quick: bool = False,
     return rows
 
 
+# --- static int8 -----------------------------------------------------------------------------------------
+
+def bench_int8(loaded, amibr_root: Path, threads: int = 1, progress: Callable[[str], None] = print) -> list[dict]:
+    """onnxruntime fp32 vs static int8 QDQ (``mitotype export --int8``: 320 training-split crops, seed 0):
+    AUROC on the AMi-Br test split (826 crops) and speed at batch 64 on real test crops."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from mitotype.data.images import load_images
+    from mitotype.data.spec import load_figures
+    from mitotype.models.inference import normalise
+    from mitotype.predict.onnx import OnnxClassifier, calibration_batch, export_onnx, quantise_int8
+
+    if not (amibr_root / "patches").is_dir() or not getattr(loaded, "path", ""):
+        return []
+    m = loaded.config.model
+    test = load_figures(f"amibr:{amibr_root}:split=test")
+    x = normalise(load_images(test, size=m.crop_size), m.crop_size, m.input_size, m.mean, m.std)
+    y = np.array([f.label for f in test])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mitotype-bench-int8-") as tmp:
+        fp32 = export_onnx(loaded, Path(tmp) / "fp32.onnx")
+        started = time.perf_counter()
+        int8 = quantise_int8(fp32, Path(tmp) / "int8.onnx",
+                             calibration_batch(loaded, f"amibr:{amibr_root}:split=train"))
+        progress(f"int8: calibrated and quantised in {time.perf_counter() - started:.0f} s")
+        probs = {}
+        for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 static QDQ", int8)):
+            classifier = OnnxClassifier(path, threads=threads)
+            probs[name] = np.concatenate([classifier(x[i:i + 64]) for i in range(0, len(x), 64)])
+            r = row("int8", name, threads, 64, time_call(lambda c=classifier: c(x[:64])))
+            r.update(auroc=float(roc_auc_score(y, probs[name])))
+            rows.append(r)
+    ref = probs["onnxruntime fp32"]
+    for r in rows:
+        r["ratio"] = r["patches_per_s"] / rows[0]["patches_per_s"]
+        r["auroc_change"] = r["auroc"] - rows[0]["auroc"]
+        r["max_abs_dp"] = float(np.abs(probs[r["setting"]] - ref).max())
+        r["class_changes"] = int(((probs[r["setting"]] >= loaded.threshold) != (ref >= loaded.threshold)).sum())
+        progress(f"int8 {r['setting']}: AUROC {r['auroc']:.4f} ({r['auroc_change']:+.4f}), "
+                 f"{r['patches_per_s']:.0f} patches/s, max |dP| {r['max_abs_dp']:.3f}, "
+                 f"{r['class_changes']} of {len(ref)} classes changed")
+    return rows
+
+
 # --- baseline and FLOPs -----------------------------------------------------------------------------------
 
 def baseline_model():
@@ -459,7 +504,8 @@ def bench_training(configs: list[tuple[str, str, list[str], int]], steps: int = 
 
 # --- the whole run and its table --------------------------------------------------------------------------
 
-def run_all(quick: bool = False, sections: tuple[str, ...] = ("e2e", "inference", "baseline", "flops", "training"),
+def run_all(quick: bool = False,
+            sections: tuple[str, ...] = ("e2e", "inference", "int8", "baseline", "flops", "training"),
             progress: Callable[[str], None] = print) -> dict[str, Any]:
     import torch
 
@@ -489,6 +535,9 @@ def run_all(quick: bool = False, sections: tuple[str, ...] = ("e2e", "inference"
                                          (1,) if quick else (1, 2), extra=not quick, progress=progress)
         rows += inference_rows
         rows += bench_stack(loaded, stack, threads=1)
+    if "int8" in sections:
+        rows += bench_int8(loaded, Path(os.environ.get("MITOTYPE_BENCH_AMIBR_ROOT", data / "amibr")),
+                           progress=progress)
     if "baseline" in sections:
         baseline_rows = bench_baseline(loaded, (4,) if quick else (8,))
         rows += baseline_rows
@@ -538,6 +587,12 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"| {r['setting']} | {r['gflops_per_patch']:.3f} | {r.get('best_setting', '-')} | "
                          f"{_fmt(r.get('patches_per_s'))} | {_fmt(r.get('achieved_gflops'))} | {_fmt(pct[0])} | "
                          f"{_fmt(r.get('gflops_per_cpu_s'))} | {_fmt(pct[1])} |")
+    int8 = [r for r in rows if r["section"] == "int8"]
+    if int8:
+        lines += ["", "| int8 vs fp32 | AUROC, AMi-Br test split | change | max abs change of P | classes changed |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['setting']} | {r['auroc']:.4f} | {r['auroc_change']:+.4f} | {r['max_abs_dp']:.3f} | "
+                  f"{r['class_changes']} |" for r in int8]
     model = result["model"]
     lines += ["", (f"Model: {result['model_source']} ({model['encoder']}, {model['input_size']} px, "
                    f"tasks {model['tasks']}). Load average (1/5/15 min) at start "

@@ -171,3 +171,18 @@ def test_a_warm_cache_predicts_without_importing_torch(track2_root, tmp_path):
                               check=True).stdout.split() for _ in range(2)]
     assert outputs[0][:2] == ["16", "onnx"]  # the cold run exports (with torch)
     assert outputs[1] == ["16", "onnx", "False"]
+
+
+def test_static_int8_graph_keeps_the_contract(exported, small_loaded, crops, tmp_path):
+    from mitotype.models.inference import normalise
+    from mitotype.predict.onnx import quantise_int8
+
+    cfg = small_loaded.config.model
+    x = normalise(crops, cfg.crop_size, cfg.input_size, cfg.mean, cfg.std)
+    path = quantise_int8(exported, tmp_path / "int8.onnx", x[:16], method="MinMax")
+    meta = read_metadata(path)
+    assert "static int8 QDQ" in meta["quantisation"] and meta["threshold"] == read_metadata(exported)["threshold"]
+    p8, p32 = OnnxClassifier(path)(x), OnnxClassifier(exported)(x)
+    assert p8.shape == p32.shape and np.all((p8 >= 0) & (p8 <= 1))
+    # quantised, not broken (a random-weight model on 16 crops; the real model: docs/PERFORMANCE.md)
+    assert np.corrcoef(p8, p32)[0, 1] > 0.5

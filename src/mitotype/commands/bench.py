@@ -15,6 +15,7 @@ Examples:
   mitotype bench --quick                       # about a minute
   mitotype bench --out bench.json              # the full run (at most ~10 minutes on 2 cores)
   mitotype bench --sections e2e               # the commands end to end, about 3 minutes here
+  mitotype bench --sections int8              # static int8 vs fp32: AUROC on the AMi-Br test split, speed
   mitotype bench --sections inference flops
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-SECTIONS = ("e2e", "inference", "baseline", "flops", "training")
+SECTIONS = ("e2e", "inference", "int8", "baseline", "flops", "training")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
