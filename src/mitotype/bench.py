@@ -315,9 +315,30 @@ def bench_e2e(amibr: Path | None, stack: Path | None, quick: bool = False,
                 rows.append(e2e_row(f"predict {n} AMi-Br crops, {backend}", threads, 64, n, timing))
                 progress(f"e2e predict {backend} threads={threads}: {n / timing['wall']:.0f} patches/s "
                          f"(load {load():.1f})")
+            if not quick:  # both cores without threads waiting for each other: one process per core
+                timing = timed_processes([["predict", *inputs, "--out", str(Path(tmp) / f"p{i}.csv"),
+                                           "--batch-size", "64", "--quiet", "--threads", "1", "--shard", f"{i}/2"]
+                                          for i in range(2)], env)
+                rows.append(e2e_row(f"predict {n} AMi-Br crops, auto, 2 processes (--shard i/2)", 1, 64, n, timing))
+                progress(f"e2e predict auto 2 processes: {n / timing['wall']:.0f} patches/s (load {load():.1f})")
             for r in rows[start:]:
                 r["ratio"] = r["patches_per_s"] / rows[start]["patches_per_s"]
     return rows
+
+
+def timed_processes(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Wall time from starting all ``mitotype`` commands at once until the last ends; CPU of all."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "mitotype", *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    errors = [p.communicate()[1] for p in procs]
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a parallel mitotype command failed: {' '.join(errors)[-1000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "runs": 1}
 
 
 # --- static int8 -----------------------------------------------------------------------------------------

@@ -334,8 +334,9 @@ def quantise_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
                   method: str = "Percentile") -> Path:
     """A static int8 QDQ copy of an exported graph: per-channel int8 weights, uint8 activations whose ranges
     come from ``calibration`` (float32 NCHW batches prepared like the graph's input, a few hundred training
-    crops). Percentile calibration: MinMax lost 0.003 AUROC on the AMi-Br test split, Percentile 0.0019
-    (docs/PERFORMANCE.md). The source graph's metadata is kept, plus ``quantisation``."""
+    crops). Percentile calibration: MinMax lost more AUROC on the AMi-Br test split in probes; percentile's
+    loss is measured by ``mitotype bench --sections int8`` (docs/PERFORMANCE.md). The source graph's
+    metadata is kept, plus ``quantisation``."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
