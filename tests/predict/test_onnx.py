@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from mitotype.cli import main
+from mitotype.errors import MitotypeError
 from mitotype.predict.onnx import OnnxClassifier, cached_export, export_onnx, read_metadata
 
 from .conftest import amibr_pngs
@@ -17,6 +18,11 @@ from .conftest import amibr_pngs
 @pytest.fixture(scope="module")
 def crops(amibr_root):
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in amibr_pngs(amibr_root, 24, seed=1)])
+
+
+@pytest.fixture(scope="module")
+def stack_path(track2_root):
+    return track2_root / "input" / "stack_5.tiff"
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +192,17 @@ def test_static_int8_graph_keeps_the_contract(exported, small_loaded, crops, tmp
     assert p8.shape == p32.shape and np.all((p8 >= 0) & (p8 <= 1))
     # quantised, not broken (a random-weight model on 16 crops; the real model: docs/PERFORMANCE.md)
     assert np.corrcoef(p8, p32)[0, 1] > 0.5
+
+
+def test_a_failed_export_falls_back_to_torch_with_a_warning(small_model, stack_path, tmp_path, monkeypatch):
+    from mitotype.predict import onnx as onnx_mod
+    from mitotype.predict.run import predict
+
+    def broken(*args, **kwargs):
+        raise MitotypeError("exporter says no")
+
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_mod, "export_onnx", broken)
+    with pytest.warns(UserWarning, match="exporter says no"):
+        rows, info = predict([stack_path], [str(small_model)], device="cpu", threads=1)
+    assert info["backend"] == "torch" and len(rows) == 16

@@ -181,8 +181,8 @@ def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
                 threads: int | None = None) -> tuple[str, Runner]:
     """(the backend actually used, its runner) for one model."""
     chosen = resolve_backend(backend, device, bf16)
-    if backend == "auto" and not getattr(loaded, "path", ""):
-        chosen = "torch"  # a network built in memory has no file to key an exported graph by
+    if backend == "auto" and (not getattr(loaded, "path", "") or "onnx_export_failed" in loaded.meta):
+        chosen = "torch"  # a network built in memory has no file to key a graph by; or its export failed
     if chosen == "onnx":
         try:
             return chosen, _onnx_module().make_runner(loaded, device, threads=threads)

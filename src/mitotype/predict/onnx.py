@@ -34,6 +34,7 @@ from mitotype.io import sha256_file
 DEFAULT_OPSET = 17
 # Bump when the exported graph or its metadata change meaning: cached files of older formats are rebuilt.
 GRAPH_FORMAT = 2
+EXPORT_FAILED = "onnx_export_failed"  # meta key of a LoadedModel whose export open_model could not do
 
 
 def metadata(loaded: Any) -> dict[str, str]:
@@ -298,6 +299,7 @@ def open_model(model: str | Path = "default", device: str = "cpu", threads: int 
         onnx_path = cached_export(loaded, opset, model_sha256=sha)
     except MitotypeError as exc:
         warnings.warn(f"{path}: ONNX export failed ({exc}); running eager PyTorch", stacklevel=2)
+        loaded.meta[EXPORT_FAILED] = str(exc)  # backend auto then goes straight to torch, no second try
         return loaded
     return _from_graph(OnnxClassifier(onnx_path, device, threads), path)
 
