@@ -2,6 +2,9 @@
 
 Sections, each a list of rows (dicts) that :func:`table` prints:
 
+* ``e2e``: ``mitotype predict`` over the AMi-Br crops and ``mitotype challenge`` on the track-2 stack as
+  users run them, each in a fresh process (start, imports, decoding, network, output), eager torch vs the
+  folded torch and onnxruntime defaults; ``ms/batch`` is the whole command there;
 * ``inference``: the default model's classification path, PyTorch eager (NCHW, channels-last, bf16
   autocast) vs onnxruntime (fp32, int8 dynamic quantisation), batch 1/16/64/256, 1 and 2 threads;
 * ``baseline``: the official challenge baseline's architecture (timm ``efficientnetv2_m``, 224 px, random
@@ -21,7 +24,6 @@ Weights do not change speed: without the shipped default model, the architecture
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -45,7 +47,7 @@ FALLBACKS = {"cpu_mtl": ALL_TASKS, "cpu_stl": NO_TASKS,
              "paper": ["model.encoder=resnetv2_50", "model.input_size=224", *ALL_TASKS]}
 # Peak fp32 FLOPs per cycle per core with AVX-512: 2 FMA units x 16 lanes x 2 (multiply + add).
 FLOPS_PER_CYCLE_AVX512 = 64
-REFERENCE = "torch fp32 channels-last"  # how mitotype.models.inference runs a model today
+REFERENCE = "torch fp32 channels-last"  # eager PyTorch as mitotype ran every model before onnxruntime was the default
 
 
 # --- configuration and machine ----------------------------------------------------------------------------
@@ -123,22 +125,10 @@ def row(section: str, setting: str, threads: int, batch: int, timing: dict[str, 
 # --- inference --------------------------------------------------------------------------------------------
 
 def fold_batchnorm(model):
-    """A copy of ``model`` (eval) with every ``Conv2d`` followed by a ``BatchNorm2d`` inside a Sequential
-    folded into one convolution (exact up to float rounding; eager PyTorch runs BN as a separate pass)."""
-    import copy
+    """Batch norm folded into the convolutions (``mitotype.models.inference.fold_batchnorm``)."""
+    from mitotype.models.inference import fold_batchnorm as fold
 
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model = copy.deepcopy(model).eval()
-    for module in model.modules():
-        if isinstance(module, nn.Sequential):
-            children = list(module._modules.items())
-            for (name_a, a), (name_b, b) in itertools.pairwise(children):
-                if type(a) is nn.Conv2d and type(b) is nn.BatchNorm2d:
-                    module._modules[name_a] = fuse_conv_bn_eval(a, b)
-                    module._modules[name_b] = nn.Identity()
-    return model
+    return fold(model)
 
 
 def torch_runners(model) -> dict[str, Callable]:
@@ -184,18 +174,15 @@ def onnx_files(loaded, folder: Path, int8: bool = True) -> dict[str, Path]:
 
 
 def onnx_runner(path: Path, threads: int) -> Callable:
+    """The session exactly as ``mitotype predict`` opens it (``mitotype.predict.onnx.session_options``)."""
     import numpy as np
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from mitotype.predict.onnx import OnnxClassifier
+
+    classifier = OnnxClassifier(path, threads=threads)
 
     def run(x):
-        return session.run(["logits"], {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+        return classifier.logits(np.ascontiguousarray(x.numpy(), dtype=np.float32))
 
     return run
 
@@ -256,10 +243,147 @@ def bench_stack(loaded, stack: Path | None, threads: int = 1) -> list[dict]:
         with tifffile.TiffFile(stack) as tif:
             n = len(tif.pages)
         images = np.stack([read_rgb(stack, page) for page in range(n)])
-        return predict_proba(loaded, images, batch_size=64)
+        return predict_proba(loaded, images, batch_size=64, backend="torch-eager")
 
     n_pages = len(end_to_end())
-    return [row("stack", f"read + preprocess + predict, {stack.name}", threads, n_pages, time_call(end_to_end))]
+    return [row("stack", f"read + preprocess + predict (torch eager, in process), {stack.name}", threads, n_pages,
+                time_call(end_to_end))]
+
+
+# --- end to end: the commands users run, each in a fresh process ------------------------------------------
+
+E2E_PREDICT = (("torch-eager", 1), ("torch", 1), ("auto", 1), ("auto", 2))
+
+
+def timed_command(args: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall and CPU seconds (user + system of the child) of one ``mitotype ...`` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mitotype", *args], capture_output=True, text=True, env=env,
+                          check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mitotype {' '.join(args)} failed: {proc.stderr[-1000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "runs": 1}
+
+
+def e2e_row(setting: str, threads: int, batch: int, n: int, timing: dict[str, float]) -> dict:
+    """``ms_per_batch`` holds the whole command's wall time here (ms), ``patches_per_s`` = n / wall."""
+    return {"section": "e2e", "setting": setting, "threads": threads, "batch": batch,
+            "patches_per_s": n / timing["wall"], "ms_per_batch": 1000 * timing["wall"],
+            "patches_per_cpu_s": n / timing["cpu"], "runs": timing["runs"], "load": round(load(), 1),
+            "seconds": round(timing["wall"], 2)}
+
+
+def bench_e2e(amibr: Path | None, stack: Path | None, quick: bool = False,
+              progress: Callable[[str], None] = print) -> list[dict]:
+    """``mitotype predict`` over the AMi-Br crops (--batch-size 64) per backend and thread count, and
+    ``mitotype challenge`` on the 16-crop stack: the first run (cache empty: the export included), then
+    cold process starts with the cache warm (median of 3), against the eager torch path. Each command in a
+    fresh process with its own empty cache folder; ``ratio`` = vs the eager row of the same table."""
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="mitotype-bench-e2e-") as tmp:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MITOTYPE_CACHE": str(Path(tmp) / "cache")}
+        if stack is not None and stack.is_file():
+            job = Path(tmp) / "in" / "images" / "stacked-histopathology-roi-cropouts"
+            job.mkdir(parents=True)
+            (job / stack.name).symlink_to(stack.resolve())
+            base = ["challenge", "--input", str(Path(tmp) / "in"), "--output", str(Path(tmp) / "out"),
+                    "--threads", "1"]
+            cells = [("torch-eager", "challenge, torch eager (before)", 3),
+                     ("auto", "challenge, first run (ONNX export included)", 1),
+                     ("auto", "challenge, cold process, graph cached", 3)]
+            for backend, label, runs in cells:
+                timings = [timed_command([*base, "--backend", backend], env) for _ in range(runs)]
+                timing = min(timings, key=lambda t: t["wall"]) if runs == 1 else \
+                    sorted(timings, key=lambda t: t["wall"])[runs // 2]
+                rows.append(e2e_row(label, 1, 64, 16, {**timing, "runs": runs}))
+                progress(f"e2e {label}: {timing['wall']:.2f} s (load {load():.1f})")
+            for r in rows:
+                r["ratio"] = rows[0]["ms_per_batch"] / r["ms_per_batch"]  # speed-up of the wall time
+        if amibr is not None and (amibr / "atypical").is_dir():
+            inputs = [str(amibr / "atypical"), str(amibr / "normal")]
+            n = sum(1 for folder in inputs for p in Path(folder).glob("*.png"))
+            cells = [c for c in E2E_PREDICT if not quick or c[0] == "auto"]
+            start = len(rows)
+            for backend, threads in cells:
+                args = ["predict", *inputs, "--out", str(Path(tmp) / "p.csv"), "--batch-size", "64", "--quiet",
+                        "--backend", backend, "--threads", str(threads)]
+                timing = timed_command(args, env)  # the auto rows run after a first export (cache warm)
+                rows.append(e2e_row(f"predict {n} AMi-Br crops, {backend}", threads, 64, n, timing))
+                progress(f"e2e predict {backend} threads={threads}: {n / timing['wall']:.0f} patches/s "
+                         f"(load {load():.1f})")
+            if not quick:  # both cores without threads waiting for each other: one process per core
+                timing = timed_processes([["predict", *inputs, "--out", str(Path(tmp) / f"p{i}.csv"),
+                                           "--batch-size", "64", "--quiet", "--threads", "1", "--shard", f"{i}/2"]
+                                          for i in range(2)], env)
+                rows.append(e2e_row(f"predict {n} AMi-Br crops, auto, 2 processes (--shard i/2)", 1, 64, n, timing))
+                progress(f"e2e predict auto 2 processes: {n / timing['wall']:.0f} patches/s (load {load():.1f})")
+            for r in rows[start:]:
+                r["ratio"] = r["patches_per_s"] / rows[start]["patches_per_s"]
+    return rows
+
+
+def timed_processes(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Wall time from starting all ``mitotype`` commands at once until the last ends; CPU of all."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "mitotype", *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    errors = [p.communicate()[1] for p in procs]
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a parallel mitotype command failed: {' '.join(errors)[-1000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "runs": 1}
+
+
+# --- static int8 -----------------------------------------------------------------------------------------
+
+def bench_int8(loaded, amibr_root: Path, threads: int = 1, progress: Callable[[str], None] = print) -> list[dict]:
+    """onnxruntime fp32 vs static int8 QDQ (``mitotype export --int8``: 320 training-split crops, seed 0):
+    AUROC on the AMi-Br test split (826 crops) and speed at batch 64 on real test crops."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from mitotype.data.images import load_images
+    from mitotype.data.spec import load_figures
+    from mitotype.models.inference import normalise
+    from mitotype.predict.onnx import OnnxClassifier, calibration_batch, export_onnx, quantise_int8
+
+    if not (amibr_root / "patches").is_dir() or not getattr(loaded, "path", ""):
+        return []
+    m = loaded.config.model
+    test = load_figures(f"amibr:{amibr_root}:split=test")
+    x = normalise(load_images(test, size=m.crop_size), m.crop_size, m.input_size, m.mean, m.std)
+    y = np.array([f.label for f in test])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mitotype-bench-int8-") as tmp:
+        fp32 = export_onnx(loaded, Path(tmp) / "fp32.onnx")
+        started = time.perf_counter()
+        int8 = quantise_int8(fp32, Path(tmp) / "int8.onnx",
+                             calibration_batch(loaded, f"amibr:{amibr_root}:split=train"))
+        progress(f"int8: calibrated and quantised in {time.perf_counter() - started:.0f} s")
+        probs = {}
+        for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 static QDQ", int8)):
+            classifier = OnnxClassifier(path, threads=threads)
+            probs[name] = np.concatenate([classifier(x[i:i + 64]) for i in range(0, len(x), 64)])
+            r = row("int8", name, threads, 64, time_call(lambda c=classifier: c(x[:64])))
+            r.update(auroc=float(roc_auc_score(y, probs[name])))
+            rows.append(r)
+    ref = probs["onnxruntime fp32"]
+    for r in rows:
+        r["ratio"] = r["patches_per_s"] / rows[0]["patches_per_s"]
+        r["auroc_change"] = r["auroc"] - rows[0]["auroc"]
+        r["max_abs_dp"] = float(np.abs(probs[r["setting"]] - ref).max())
+        r["class_changes"] = int(((probs[r["setting"]] >= loaded.threshold) != (ref >= loaded.threshold)).sum())
+        progress(f"int8 {r['setting']}: AUROC {r['auroc']:.4f} ({r['auroc_change']:+.4f}), "
+                 f"{r['patches_per_s']:.0f} patches/s, max |dP| {r['max_abs_dp']:.3f}, "
+                 f"{r['class_changes']} of {len(ref)} classes changed")
+    return rows
 
 
 # --- baseline and FLOPs -----------------------------------------------------------------------------------
@@ -401,7 +525,8 @@ def bench_training(configs: list[tuple[str, str, list[str], int]], steps: int = 
 
 # --- the whole run and its table --------------------------------------------------------------------------
 
-def run_all(quick: bool = False, sections: tuple[str, ...] = ("inference", "baseline", "flops", "training"),
+def run_all(quick: bool = False,
+            sections: tuple[str, ...] = ("e2e", "inference", "int8", "baseline", "flops", "training"),
             progress: Callable[[str], None] = print) -> dict[str, Any]:
     import torch
 
@@ -420,12 +545,20 @@ def run_all(quick: bool = False, sections: tuple[str, ...] = ("inference", "base
     progress(f"model: {source} ({loaded.config.model.encoder}, {loaded.config.model.input_size} px); "
              f"load average {load():.1f}")
     inference_rows, baseline_rows = [], []
+    data = REPO.parent / "shared" / "data"
+    stack = Path(os.environ.get("MITOTYPE_BENCH_STACK",
+                                data / "midog25-track2-example" / "input" / "stack_5.tiff"))
+    if "e2e" in sections:
+        amibr = Path(os.environ.get("MITOTYPE_BENCH_AMIBR", data / "amibr" / "patches"))
+        rows += bench_e2e(amibr, stack, quick=quick, progress=progress)
     if "inference" in sections:
         inference_rows = bench_inference(loaded, (1, 64) if quick else (1, 16, 64, 256),
                                          (1,) if quick else (1, 2), extra=not quick, progress=progress)
         rows += inference_rows
-        stack = REPO.parent / "shared" / "data" / "midog25-track2-example" / "input" / "stack_5.tiff"
-        rows += bench_stack(loaded, Path(os.environ.get("MITOTYPE_BENCH_STACK", stack)), threads=1)
+        rows += bench_stack(loaded, stack, threads=1)
+    if "int8" in sections:
+        rows += bench_int8(loaded, Path(os.environ.get("MITOTYPE_BENCH_AMIBR_ROOT", data / "amibr")),
+                           progress=progress)
     if "baseline" in sections:
         baseline_rows = bench_baseline(loaded, (4,) if quick else (8,))
         rows += baseline_rows
@@ -475,6 +608,12 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"| {r['setting']} | {r['gflops_per_patch']:.3f} | {r.get('best_setting', '-')} | "
                          f"{_fmt(r.get('patches_per_s'))} | {_fmt(r.get('achieved_gflops'))} | {_fmt(pct[0])} | "
                          f"{_fmt(r.get('gflops_per_cpu_s'))} | {_fmt(pct[1])} |")
+    int8 = [r for r in rows if r["section"] == "int8"]
+    if int8:
+        lines += ["", "| int8 vs fp32 | AUROC, AMi-Br test split | change | max abs change of P | classes changed |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['setting']} | {r['auroc']:.4f} | {r['auroc_change']:+.4f} | {r['max_abs_dp']:.3f} | "
+                  f"{r['class_changes']} |" for r in int8]
     model = result["model"]
     lines += ["", (f"Model: {result['model_source']} ({model['encoder']}, {model['input_size']} px, "
                    f"tasks {model['tasks']}). Load average (1/5/15 min) at start "

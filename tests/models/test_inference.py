@@ -128,3 +128,66 @@ def test_input_checks():
     with pytest.raises(MitotypeError, match="backend"):
         predict_proba(lm, np.zeros((1, 64, 64, 3), dtype=np.uint8), backend="tensorrt")
     assert predict_proba(lm, np.zeros((0, 128, 128, 3), dtype=np.uint8)).shape == (0,)
+
+
+# --- backends: every one gives the eager fp32 answer ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def default_loaded():
+    from mitotype.models.modelfile import default_model_path, load_model
+
+    if not default_model_path().is_file():
+        pytest.skip("no default model shipped in this checkout")
+    return load_model("default")
+
+
+@pytest.fixture(scope="module")
+def crops64(amibr_root) -> np.ndarray:
+    """64 real AMi-Br crops, both classes (32 + 32), read as `mitotype predict` reads them."""
+    from mitotype.data.images import load_images
+    from mitotype.data.spec import load_figures
+
+    figures = load_figures(f"amibr:{amibr_root}")
+    pick = [f for f in figures if f.label == 1][::20][:32] + [f for f in figures if f.label == 0][::80][:32]
+    return load_images(pick, size=128)
+
+
+def test_numpy_preprocessing_is_bit_identical_to_torchvision(crops64):
+    from mitotype.models.inference import normalise
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for crop, size, images in ((128, 128, crops64), (128, 128, crops64[:, 10:110, 4:124]), (96, 64, crops64)):
+        want = preprocess(images, crop, size, mean, std).contiguous().numpy()
+        assert np.array_equal(normalise(images, crop, size, mean, std), want)
+
+
+def test_numpy_views_are_torchvisions_views(crops64):
+    from mitotype.models.inference import dihedral_views_np, normalise
+
+    x = normalise(crops64[:4], 128, 128, (0.5,) * 3, (0.25,) * 3)
+    for a, b in zip(dihedral_views_np(x), dihedral_views(torch.from_numpy(x)), strict=True):
+        assert np.array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "auto"])
+def test_every_backend_gives_the_eager_answer_on_real_crops(default_loaded, crops64, backend):
+    eager = predict_proba(default_loaded, crops64, batch_size=24, backend="torch-eager")
+    got = predict_proba(default_loaded, crops64, batch_size=24, backend=backend)
+    np.testing.assert_allclose(got, eager, atol=1e-4, rtol=0)
+    threshold = default_loaded.threshold
+    assert np.array_equal(got >= threshold, eager >= threshold)
+    assert 0 < (eager >= threshold).sum() < len(eager)  # both classes occur: the comparison means something
+
+
+def test_folding_removes_every_batch_norm_and_leaves_the_model_alone(default_loaded):
+    from mitotype.models.inference import fold_batchnorm
+
+    folded = fold_batchnorm(default_loaded.model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.encoder.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in default_loaded.model.modules())
+
+
+def test_auto_runs_torch_for_a_network_without_a_file(crops64):
+    from mitotype.models.inference import Predictor
+
+    assert Predictor(loaded_model(), backend="auto").backend == "torch"

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from mitotype.cli import main
+from mitotype.errors import MitotypeError
 from mitotype.predict.onnx import OnnxClassifier, cached_export, export_onnx, read_metadata
 
 from .conftest import amibr_pngs
@@ -17,6 +18,11 @@ from .conftest import amibr_pngs
 @pytest.fixture(scope="module")
 def crops(amibr_root):
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in amibr_pngs(amibr_root, 24, seed=1)])
+
+
+@pytest.fixture(scope="module")
+def stack_path(track2_root):
+    return track2_root / "input" / "stack_5.tiff"
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +93,116 @@ def test_export_command(tmp_path, small_model, capsys):
     assert onnx.load(str(out)).opset_import[0].version == 18
     assert main(["export", "--model", str(small_model), "--onnx", str(out), "--opset", "5"]) == 2
     assert "opset" in capsys.readouterr().err
+
+
+# --- the graph cache: reused, never stale, never fatal ----------------------------------------------------
+
+def _resaved(src, dest, threshold):
+    """A copy of the model file with other content (another threshold), so another hash."""
+    from mitotype.models.modelfile import load_model, save_model
+
+    loaded = load_model(src)
+    return save_model(dest, loaded.model, loaded.config, threshold=threshold)
+
+
+def test_open_model_reuses_the_cached_graph(small_model, tmp_path, monkeypatch):
+    from mitotype.predict.onnx import OnnxModel, open_model
+
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
+    first = open_model(small_model)
+    assert isinstance(first, OnnxModel) and first.model is None
+    graphs = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(graphs) == 1
+    stamp = graphs[0].stat().st_mtime_ns
+    second = open_model(small_model)
+    assert second.classifier.path == graphs[0] and graphs[0].stat().st_mtime_ns == stamp  # not rebuilt
+    assert second.threshold == pytest.approx(first.threshold) and second.config == first.config
+
+
+def test_a_changed_model_file_gets_its_own_graph(small_model, small_loaded, tmp_path, monkeypatch):
+    from mitotype.predict.onnx import open_model
+
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
+    a = open_model(small_model)
+    copy = _resaved(small_model, tmp_path / "copy.pt", threshold=0.25)
+    b = open_model(copy)
+    assert a.classifier.path != b.classifier.path
+    assert b.threshold == pytest.approx(0.25) and a.threshold == pytest.approx(small_loaded.threshold)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+
+
+def test_a_damaged_or_foreign_cached_graph_is_rebuilt(small_model, exported, tmp_path, monkeypatch):
+    import shutil
+
+    from mitotype.io import sha256_file
+    from mitotype.predict.onnx import cached_path, open_model
+
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
+    slot = cached_path(sha256_file(small_model))
+    slot.parent.mkdir(parents=True)
+    slot.write_bytes(b"not an onnx graph")
+    assert open_model(small_model).classifier.path == slot and slot.stat().st_size > 1000
+    other = _resaved(small_model, tmp_path / "other.pt", threshold=0.9)
+    shutil.copyfile(slot, cached_path(sha256_file(other)))  # a graph of another model under this key
+    assert open_model(other).threshold == pytest.approx(0.9)  # rebuilt from `other`, not trusted
+
+
+def test_an_unwritable_cache_falls_back_to_a_temporary_file(small_model, tmp_path, monkeypatch):
+    from mitotype.predict.onnx import OnnxModel, open_model
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MITOTYPE_CACHE", str(blocker / "cache"))  # cannot be created, even by root
+    with pytest.warns(UserWarning, match="not writable"):
+        opened = open_model(small_model)
+    assert isinstance(opened, OnnxModel) and not str(opened.classifier.path).startswith(str(blocker))
+
+
+def test_a_warm_cache_predicts_without_importing_torch(track2_root, tmp_path):
+    """The shipped model (128 px in, no resize: a resize would need torchvision's kernel) from a warm cache."""
+    import os
+    import subprocess
+    import sys
+
+    from mitotype.models.modelfile import default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip("no default model shipped in this checkout")
+    env = {**os.environ, "MITOTYPE_CACHE": str(tmp_path / "cache")}
+    script = ("import sys; from mitotype.predict.run import predict; "
+              f"rows, info = predict([{str(track2_root / 'input' / 'stack_5.tiff')!r}], ['default'], "
+              "device='cpu', threads=1); "
+              "print(len(rows), info['backend'], 'torch' in sys.modules)")
+    outputs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                              check=True).stdout.split() for _ in range(2)]
+    assert outputs[0][:2] == ["16", "onnx"]  # the cold run exports (with torch)
+    assert outputs[1] == ["16", "onnx", "False"]
+
+
+def test_static_int8_graph_keeps_the_contract(exported, small_loaded, crops, tmp_path):
+    from mitotype.models.inference import normalise
+    from mitotype.predict.onnx import quantise_int8
+
+    cfg = small_loaded.config.model
+    x = normalise(crops, cfg.crop_size, cfg.input_size, cfg.mean, cfg.std)
+    path = quantise_int8(exported, tmp_path / "int8.onnx", x[:16], method="MinMax")
+    meta = read_metadata(path)
+    assert "static int8 QDQ" in meta["quantisation"] and meta["threshold"] == read_metadata(exported)["threshold"]
+    p8, p32 = OnnxClassifier(path)(x), OnnxClassifier(exported)(x)
+    assert p8.shape == p32.shape and np.all((p8 >= 0) & (p8 <= 1))
+    # quantised, not broken (a random-weight model on 16 crops; the real model: docs/PERFORMANCE.md)
+    assert np.corrcoef(p8, p32)[0, 1] > 0.5
+
+
+def test_a_failed_export_falls_back_to_torch_with_a_warning(small_model, stack_path, tmp_path, monkeypatch):
+    from mitotype.predict import onnx as onnx_mod
+    from mitotype.predict.run import predict
+
+    def broken(*args, **kwargs):
+        raise MitotypeError("exporter says no")
+
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_mod, "export_onnx", broken)
+    with pytest.warns(UserWarning, match="exporter says no"):
+        rows, info = predict([stack_path], [str(small_model)], device="cpu", threads=1)
+    assert info["backend"] == "torch" and len(rows) == 16

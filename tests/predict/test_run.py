@@ -80,9 +80,9 @@ def test_predict_matches_inference_and_threshold(small_loaded, small_model, stac
     from mitotype.predict.challenge import stack_figures
 
     rows, info = predict([stack], [str(small_model)], device="cpu")
-    direct = predict_proba([small_loaded], load_images(stack_figures(stack)))
+    direct = predict_proba([small_loaded], load_images(stack_figures(stack)), backend="onnx")  # predict's CPU default
     np.testing.assert_allclose([r["p_atypical"] for r in rows], direct, atol=1e-6)
-    assert [r["index"] for r in rows] == list(range(16))
+    assert [r["index"] for r in rows] == list(range(16)) and info["backend"] == "onnx"
     assert info["threshold"] == pytest.approx(small_loaded.threshold)
     assert all(r["class"] == ("atypical" if r["p_atypical"] >= info["threshold"] else "normal") for r in rows)
 
@@ -180,3 +180,32 @@ def test_slide_positions_to_geojson(tmp_path, small_model, amibr_root):
     ring = np.array(json.loads(squares.read_text())["features"][0]["geometry"]["coordinates"][0])
     assert ring[:, 0].max() - ring[:, 0].min() == 128
     assert main(["predict", str(tmp_path / "xy.csv"), "--shape", "square", "--out", str(tmp_path / "p.csv")]) == 2
+
+def test_shards_partition_the_figures_in_order(tmp_path, small_model, stack):
+    whole = tmp_path / "whole.csv"
+    assert main(["predict", str(stack), "--model", str(small_model), "--out", str(whole), "--threads", "1"]) == 0
+    parts = []
+    for i in range(3):  # 16 pages in 3 parts: 5, 5, 6
+        out = tmp_path / f"part-{i}.csv"
+        assert main(["predict", str(stack), "--model", str(small_model), "--out", str(out), "--threads", "1",
+                     "--shard", f"{i}/3"]) == 0
+        parts.append(out.read_text().splitlines())
+    assert [len(p) - 1 for p in parts] == [5, 5, 6]
+    assert [parts[0][0], *(line for p in parts for line in p[1:])] == whole.read_text().splitlines()
+
+
+@pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "0/0"])
+def test_bad_shards_are_refused(text):
+    from mitotype.predict.run import parse_shard
+
+    with pytest.raises(MitotypeError, match="--shard"):
+        parse_shard(text)
+
+
+def test_shard_ranges_cover_everything_once():
+    from mitotype.predict.run import shard_range
+
+    for total in (0, 1, 7, 16, 3720):
+        for n in (1, 2, 3, 8, 20):
+            got = [k for i in range(n) for k in shard_range(total, (i, n))]
+            assert got == list(range(total))

@@ -1,6 +1,9 @@
 """Speed and memory benchmarks, printed as a table (numbers of this machine: docs/PERFORMANCE.md).
 
-Inference of the default model (PyTorch eager NCHW / channels-last / bf16 vs onnxruntime fp32 / int8,
+End to end, each command in a fresh process: `mitotype predict` over the 3,720 AMi-Br crops (torch eager
+vs torch with folded batch norm vs the default onnxruntime path, 1 and 2 threads) and `mitotype challenge`
+on the 16-crop stack (first run with the ONNX export, then cold starts with the graph cached). Inference
+of the default model (PyTorch eager NCHW / channels-last / bf16 vs onnxruntime fp32 / int8,
 batch 1, 16, 64, 256, 1 and 2 threads), end to end on the real 16-crop track-2 stack, the challenge
 baseline's architecture (timm efficientnetv2_m, 224 px) against ours, FLOPs per patch and the fraction of
 this CPU's estimated peak, and training steps of single-task vs multi-task vs the paper's ResNet-50 (speed
@@ -11,6 +14,8 @@ weights: weights do not change speed).
 Examples:
   mitotype bench --quick                       # about a minute
   mitotype bench --out bench.json              # the full run (at most ~10 minutes on 2 cores)
+  mitotype bench --sections e2e               # the commands end to end, about 3 minutes here
+  mitotype bench --sections int8              # static int8 vs fp32: AUROC on the AMi-Br test split, speed
   mitotype bench --sections inference flops
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-SECTIONS = ("inference", "baseline", "flops", "training")
+SECTIONS = ("e2e", "inference", "int8", "baseline", "flops", "training")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,13 +16,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mitotype.commands.predict import add_model_arguments
+    from mitotype.commands.predict import add_backend_arguments, add_model_arguments
 
     parser.add_argument("--input", required=True, metavar="DIR",
                         help="the job's input folder (/input in the container)")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="where multiple-mitotic-figure-classification.json goes (/output in the container)")
     add_model_arguments(parser)
+    add_backend_arguments(parser)
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over the 8 flips and 90-degree rotations")
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output, "--output")
     check_device(args.device)
     path = run_challenge(args.input, args.output, args.model or ["default"], tta=args.tta,
-                         batch_size=args.batch_size, device=args.device)
+                         batch_size=args.batch_size, device=args.device, backend=args.backend,
+                         threads=args.threads)
     print(f"wrote {path}")  # stdout: grand-challenge shows stderr as warnings
     return 0

@@ -6,6 +6,7 @@ Examples:
   mitotype predict crops/ --out predictions.csv --tta
   mitotype predict crops/ --model a.pt --model b.pt --out predictions.json     (ensemble: mean probability)
   mitotype predict --slide slide.svs --coords figures.csv --out figures.geojson  (QuPath import)
+  mitotype predict crops/ --threads 1 --shard 3/8 --out part-3.csv      (part 3 of 8, e.g. one Slurm array task)
 
 One row per figure: source, index (page of a stack, or row of the coordinates CSV), x, y (slide positions,
 level-0 pixels), p_atypical, class (p_atypical against the model's stored threshold). Without --out a table
@@ -30,6 +31,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
 
 
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and --threads, shared by predict and challenge."""
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch", "torch-eager"), default="auto",
+                        help="auto (default: onnxruntime on CPU, the model's graph exported once and cached; "
+                             "torch on GPUs), onnx, torch (eager PyTorch, batch norm folded), or torch-eager "
+                             "(unfolded: the reference the others are tested against)")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads of the network (default: $OMP_NUM_THREADS, else all cores); 1 per "
+                             "process is fastest on a machine shared with other jobs")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="figure crops (PNG/JPEG/TIFF), folders of them (searched recursively) or multi-page "
@@ -40,8 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(slides only: QuPath point detections) instead of printing a table")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over the 8 flips and 90-degree rotations")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="torch (default) or onnx (onnxruntime; the model is exported once and cached)")
+    add_backend_arguments(parser)
     parser.add_argument("--slide", metavar="SLIDE",
                         help="a whole-slide image (SVS, pyramidal/plain TIFF, NDPI, ...; MRXS etc. with openslide)")
     parser.add_argument("--coords", metavar="CSV",
@@ -55,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example", action="store_true",
                         help="add the example shipped with mitotype to the inputs: a 16-page stack of AMi-Br "
                              "test-split crops (5 atypical, 11 normal)")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="only part I of N (0-based) of the figures, a contiguous block of the input order: "
+                             "one process or array task per part, e.g. --shard $SLURM_ARRAY_TASK_ID/8; the parts' "
+                             "CSVs concatenated in order are the unsharded CSV")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -64,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from mitotype.commands.options import check_device
     from mitotype.errors import MitotypeError
     from mitotype.io import check_output_file
-    from mitotype.predict.run import check_output, predict, table_text, write_output
+    from mitotype.predict.run import check_output, parse_shard, predict, table_text, write_output
 
     if args.slide_mpp is not None and args.slide is None:
         raise MitotypeError("--slide-mpp needs --slide")
@@ -74,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.out, args.slide is not None)
         check_output_file(args.out)
     check_device(args.device)
+    shard = parse_shard(args.shard) if args.shard else None
     inputs = list(args.inputs)
     if args.example:
         from mitotype.data.example import EXAMPLE_STACK
@@ -81,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         inputs.append(str(EXAMPLE_STACK))
     rows, info = predict(inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
                          device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
-                         slide_mpp=args.slide_mpp, progress=False if args.quiet else None)
+                         slide_mpp=args.slide_mpp, progress=False if args.quiet else None,
+                         threads=args.threads, shard=shard)
     if args.shape == "square":
         from mitotype.predict.slide import field_of_view
 

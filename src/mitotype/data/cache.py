@@ -1,4 +1,4 @@
-"""Where derived data (masks, features) is cached: never next to the read-only source data."""
+"""Where derived data (masks, features, exported graphs) is cached: never next to the read-only source data."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 
-def cache_dir(*parts: str) -> Path:
-    """``$MITOTYPE_CACHE`` (or ``~/.cache/mitotype``) joined with ``parts``, created on demand."""
-    root = Path(os.environ.get("MITOTYPE_CACHE") or Path.home() / ".cache" / "mitotype")
+def cache_dir(*parts: str, create: bool = True) -> Path:
+    """``$MITOTYPE_CACHE`` (else ``$XDG_CACHE_HOME/mitotype``, else ``~/.cache/mitotype``) joined with
+    ``parts``, created on demand (``create=False``: only the path, e.g. to look into a read-only cache)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    root = Path(os.environ.get("MITOTYPE_CACHE") or (Path(xdg) if xdg else Path.home() / ".cache") / "mitotype")
     path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
-from mitotype.config import ModelConfig
 from mitotype.errors import MitotypeError
-from mitotype.models.model import MitoNet, Outputs
+
+if TYPE_CHECKING:
+    from mitotype.config import ModelConfig
+    from mitotype.models.model import MitoNet, Outputs
 
 __all__ = ["FINETUNE_MODES", "MitoNet", "Outputs", "create_model"]
 
 FINETUNE_MODES = ("full", "frozen", "lora")
 
 
+def __getattr__(name: str) -> Any:
+    # The network classes import torch (a second or more): only when asked for, so that the torch-free
+    # modules of this package (inference, modelfile) serve `mitotype predict`'s onnxruntime path alone.
+    if name in ("MitoNet", "Outputs"):
+        from mitotype.models import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def create_model(cfg: ModelConfig) -> MitoNet:
     """Build the model that ``cfg`` describes; fine-tuning mode (frozen encoder, LoRA) applied."""
     from mitotype.models.encoders import create_encoder
+    from mitotype.models.model import MitoNet
 
     if cfg.finetune not in FINETUNE_MODES:
         raise MitotypeError(f"model.finetune: {cfg.finetune!r} is not one of {list(FINETUNE_MODES)}")

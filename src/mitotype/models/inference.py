@@ -2,47 +2,81 @@
 
 Per model the crops are centre-cropped to its ``crop_size`` (zero-padded when smaller, like the black
 padding of border figures in the training data), resized to its ``input_size``, normalised with its
-mean/std, and fed channels-last. TTA = the 8 flips/90-degree rotations (the dihedral group), from
-torchvision's functionals. The classification path only: decoders never run here (except the mask for
-``mask_pooling`` models, inside the model).
+mean/std. TTA = the 8 flips/90-degree rotations (the dihedral group). The classification path only:
+decoders never run here (except the mask for ``mask_pooling`` models, inside the model).
 
-Backends: ``"torch"``; ``"onnx"`` is provided by ``mitotype.predict.onnx.make_runner(loaded, device)``,
-which must return a callable mapping a float32 (N, 3, S, S) tensor to (N, 2) logits.
+Backends (``backend=``), all given float32 NCHW batches and returning (N, 2) logits:
+
+- ``"onnx"``: onnxruntime on the model's ONNX graph, exported once per model file and cached
+  (``mitotype.predict.onnx``); the fastest on CPU (docs/PERFORMANCE.md);
+- ``"torch"``: eager PyTorch, channels-last, batch norm folded into the convolutions;
+- ``"torch-eager"``: eager PyTorch without folding (the reference the others are tested against);
+- ``"auto"``: ``onnx`` on CPU (``torch`` if the export fails, with a warning), ``torch`` on other devices.
+
+Preprocessing is numpy (bit-identical to torchvision's ``to_dtype`` + ``normalize``, tested) except for a
+resize, so the onnxruntime path never imports torch: importing it costs about a second per process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
+import os
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
-import torch
-from torchvision.transforms.v2 import functional as TF
 
 from mitotype.errors import MitotypeError
-from mitotype.models.modelfile import LoadedModel
 
-Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 flips/rotations by multiples of 90 degrees of a square (N, C, S, S) batch, identity first."""
-    views = []
-    for flipped in (x, TF.horizontal_flip(x)):
-        views += [flipped if k == 0 else TF.rotate(flipped, 90 * k) for k in range(4)]
-    return views
+Runner = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) -> float32 (N, 2) logits
+BACKENDS = ("auto", "onnx", "torch", "torch-eager")
 
 
-def preprocess(images: np.ndarray, crop_size: int, input_size: int, mean, std) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float32 (N, 3, input_size, input_size), channels-last.
+# --- preprocessing ----------------------------------------------------------------------------------------
 
-    The crop uses the data layer's ``fit_size`` (centre crop, zero padding), as training does.
+def fit_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) -> (N, size, size, 3): the data layer's ``fit_size`` centre crop / zero padding, for a
+    whole batch in one slicing (all crops of a batch share their size)."""
+    n, h, w, c = images.shape
+    if (h, w) == (size, size):
+        return images
+    out = np.zeros((n, size, size, c), dtype=images.dtype)
+    ch, cw = min(h, size), min(w, size)
+    sy, sx = (h - ch) // 2, (w - cw) // 2
+    dy, dx = (size - ch) // 2, (size - cw) // 2
+    out[:, dy:dy + ch, dx:dx + cw] = images[:, sy:sy + ch, sx:sx + cw]
+    return out
+
+
+def normalise(images: np.ndarray, crop_size: int, input_size: int, mean, std) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, input_size, input_size) C-contiguous, ``(v / 255 - mean) / std``.
+
+    The same float32 operations as ``torchvision`` (``mul(1/255)``, ``sub(mean)``, ``div(std)``), so the
+    pixels are bit-identical to :func:`preprocess`; a resize goes through torchvision (its antialiased
+    uint8 kernel rounds to uint8 in between, which numpy would not reproduce).
     """
-    if images.shape[1:3] != (crop_size, crop_size):
-        from mitotype.data.images import fit_size
+    images = fit_batch(np.asarray(images), crop_size)
+    if crop_size != input_size:
+        return preprocess(images, crop_size, input_size, mean, std).contiguous().numpy()
+    planes = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # uint8 NCHW: a cheap copy, 1/4 of the output
+    out = np.multiply(planes, np.float32(1.0 / 255), dtype=np.float32)
+    out -= np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    out /= np.asarray(std, dtype=np.float32)[None, :, None, None]
+    return out
 
-        images = np.stack([fit_size(im, crop_size, "center-crop") for im in images])
+
+def preprocess(images, crop_size: int, input_size: int, mean, std):
+    """uint8 (N, H, W, 3) -> normalised float32 torch tensor (N, 3, input_size, input_size), channels-last.
+
+    The torch form of :func:`normalise` (for callers that feed a torch model themselves).
+    """
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    images = fit_batch(np.asarray(images), crop_size)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if crop_size != input_size:
         x = TF.resize(x, [input_size, input_size], antialias=True)
@@ -51,70 +85,199 @@ def preprocess(images: np.ndarray, crop_size: int, input_size: int, mean, std) -
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def torch_runner(loaded: LoadedModel, device: str, bf16: bool = False) -> Runner:
+def dihedral_views(x):
+    """The 8 flips/rotations by multiples of 90 degrees of a square (N, C, S, S) tensor, identity first."""
+    from torchvision.transforms.v2 import functional as TF
+
+    views = []
+    for flipped in (x, TF.horizontal_flip(x)):
+        views += [flipped if k == 0 else TF.rotate(flipped, 90 * k) for k in range(4)]
+    return views
+
+
+def dihedral_views_np(x: np.ndarray) -> list[np.ndarray]:
+    """:func:`dihedral_views` for a numpy (N, C, S, S) batch, in the same order with the same pixels."""
+    views = []
+    for flipped in (x, x[..., ::-1]):
+        views += [np.ascontiguousarray(np.rot90(flipped, k, axes=(2, 3))) for k in range(4)]
+    return views
+
+
+# --- backends ---------------------------------------------------------------------------------------------
+
+def fold_batchnorm(model):
+    """A copy of ``model`` (eval) with every ``Conv2d`` followed by a ``BatchNorm2d`` inside a Sequential
+    folded into one convolution (exact up to float rounding; eager PyTorch runs BN as a separate pass over
+    memory, which cost 21 % of a predict profile)."""
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module._modules.items())
+            for (name_a, a), (name_b, b) in itertools.pairwise(children):
+                if type(a) is nn.Conv2d and type(b) is nn.BatchNorm2d:
+                    module._modules[name_a] = fuse_conv_bn_eval(a, b)
+                    module._modules[name_b] = nn.Identity()
+    return model
+
+
+def torch_runner(loaded: Any, device: str, bf16: bool = False, fold: bool = True,
+                 threads: int | None = None) -> Runner:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     model = loaded.model.to(device).eval()
+    if fold:
+        model = fold_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run(x: np.ndarray) -> np.ndarray:
         autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 \
             else contextlib.nullcontext()
+        batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast:
-            return model(x.to(device), dense=False).logits.float()
+            return model(batch, dense=False).logits.float().cpu().numpy()
 
     return run
 
 
-def make_runner(loaded: LoadedModel, backend: str, device: str, bf16: bool = False) -> Runner:
-    if backend == "torch":
-        return torch_runner(loaded, device, bf16)
-    if backend == "onnx":
+def _onnx_module():
+    try:
+        return importlib.import_module("mitotype.predict.onnx")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mitotype.predict.onnx":
+            raise
+        raise MitotypeError("backend 'onnx' is not available in this installation") from None
+
+
+def _torch_model(loaded: Any, device: str) -> Any:
+    """A model opened for onnxruntime alone (no network built) gets its torch network on demand."""
+    if getattr(loaded, "model", None) is not None:
+        return loaded
+    from mitotype.models.modelfile import load_model
+
+    return load_model(loaded.path, device=device)
+
+
+def resolve_backend(backend: str, device: str, bf16: bool = False) -> str:
+    """``auto`` -> ``onnx`` on CPU, ``torch`` elsewhere (and for bf16, which only torch runs)."""
+    if backend not in BACKENDS:
+        raise MitotypeError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    if backend == "auto":
+        return "onnx" if str(device).startswith("cpu") and not bf16 else "torch"
+    return backend
+
+
+def make_runner(loaded: Any, backend: str, device: str, bf16: bool = False, threads: int | None = None) -> Runner:
+    return open_runner(loaded, backend, device, bf16, threads)[1]
+
+
+def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
+                threads: int | None = None) -> tuple[str, Runner]:
+    """(the backend actually used, its runner) for one model."""
+    chosen = resolve_backend(backend, device, bf16)
+    if backend == "auto" and (not getattr(loaded, "path", "") or "onnx_export_failed" in loaded.meta):
+        chosen = "torch"  # a network built in memory has no file to key a graph by; or its export failed
+    if chosen == "onnx":
         try:
-            onnx_mod = importlib.import_module("mitotype.predict.onnx")
-        except ModuleNotFoundError as exc:
-            if exc.name != "mitotype.predict.onnx":
+            return chosen, _onnx_module().make_runner(loaded, device, threads=threads)
+        except MitotypeError as exc:
+            if backend != "auto":
                 raise
-            raise MitotypeError("backend 'onnx' is not available in this installation") from None
-        return onnx_mod.make_runner(loaded, device)
-    raise MitotypeError(f"backend {backend!r} is not one of ['torch', 'onnx']")
+            warnings.warn(f"onnxruntime unavailable for this model ({exc}); running eager PyTorch instead",
+                          stacklevel=2)
+            chosen = "torch"
+    return chosen, torch_runner(_torch_model(loaded, device), device, bf16, fold=chosen == "torch",
+                                threads=threads)
 
 
-def predict_proba(models: Sequence[LoadedModel] | LoadedModel, images: np.ndarray, batch_size: int = 64,
-                  tta: bool = False, device: str = "cpu", progress: bool = False, backend: str = "torch",
-                  bf16: bool = False) -> np.ndarray:
-    """(N,) mean P(atypical) over ``models`` and (with ``tta``) the 8 dihedral views.
+def default_threads() -> int:
+    """The thread count a backend gets when the user sets none: ``OMP_NUM_THREADS`` if set (torch reads it
+    too), else 0 = the backend's own choice (all physical cores)."""
+    with contextlib.suppress(ValueError):
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    return 0
 
-    ``images``: uint8 (N, H, W, 3). ``bf16``: bfloat16 autocast (see docs/MODELS.md for its measured
-    speed and agreement with float32).
-    """
-    if isinstance(models, LoadedModel):
-        models = [models]
-    if not models:
-        raise MitotypeError("predict_proba: no model given")
+
+# --- prediction -------------------------------------------------------------------------------------------
+
+def _check_images(images: Any) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise MitotypeError(f"predict_proba: expected uint8 images (N, H, W, 3), got {images.dtype} "
                             f"{tuple(images.shape)}")
-    n = len(images)
-    total = np.zeros(n, dtype=np.float64)
-    if n == 0:
-        return total.astype(np.float32)
+    return images
+
+
+def _softmax_atypical(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e[:, 1] / e.sum(axis=1)
+
+
+class Predictor:
+    """Models opened once for one backend; call it on any number of chunks of a stream of crops.
+
+    ``predictor(images uint8 (N, H, W, 3), batch_size) -> (N,) float32`` mean P(atypical) over the models
+    and (with ``tta``) the 8 dihedral views.
+    """
+
+    def __init__(self, models: Sequence[Any] | Any, backend: str = "torch", device: str = "cpu",
+                 tta: bool = False, bf16: bool = False, threads: int | None = None):
+        models = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not models:
+            raise MitotypeError("predict_proba: no model given")
+        resolve_backend(backend, device, bf16)  # a bad name fails before any model is opened
+        self.tta = tta
+        opened = [open_runner(m, backend, device, bf16, threads) for m in models]
+        self.members = [(_preprocessing(m), run) for m, (_, run) in zip(models, opened)]
+        self.backend = "+".join(dict.fromkeys(name for name, _ in opened))  # e.g. "onnx", or "onnx+torch"
+
+    def __call__(self, images: np.ndarray, batch_size: int = 64, on_batch: Callable[[], Any] | None = None
+                 ) -> np.ndarray:
+        images = _check_images(images)
+        total = np.zeros(len(images), dtype=np.float64)
+        for (crop, size, mean, std), run in self.members:
+            for start in range(0, len(images), batch_size):
+                x = normalise(images[start:start + batch_size], crop, size, mean, std)
+                views = dihedral_views_np(x) if self.tta else [x]
+                total[start:start + len(x)] += sum(_softmax_atypical(run(v)) for v in views) / len(views)
+                if on_batch is not None:
+                    on_batch()
+        return (total / len(self.members)).astype(np.float32)
+
+    def steps(self, n: int, batch_size: int) -> int:
+        return len(self.members) * ((n + batch_size - 1) // batch_size)
+
+
+def _preprocessing(loaded: Any) -> tuple[int, int, Any, Any]:
+    """(crop_size, input_size, mean, std) as the model file stores them (the config as fallback)."""
+    meta, cfg = loaded.meta, loaded.config.model
+    return (meta.get("crop_size", cfg.crop_size), meta.get("input_size", cfg.input_size),
+            meta.get("mean", cfg.mean), meta.get("std", cfg.std))
+
+
+def predict_proba(models: Sequence[Any] | Any, images: np.ndarray, batch_size: int = 64, tta: bool = False,
+                  device: str = "cpu", progress: bool = False, backend: str = "torch", bf16: bool = False,
+                  threads: int | None = None) -> np.ndarray:
+    """(N,) mean P(atypical) over ``models`` (LoadedModel, or opened by ``predict.onnx.open_model``) and
+    (with ``tta``) the 8 dihedral views.
+
+    ``images``: uint8 (N, H, W, 3). ``bf16``: bfloat16 autocast, torch only (see docs/MODELS.md for its
+    measured speed and agreement with float32). ``threads``: intra-op threads of the backend.
+    """
+    images = _check_images(images)
+    predictor = Predictor(models, backend, device, tta, bf16, threads)
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.float32)
+    if not progress:
+        return predictor(images, batch_size)
     from tqdm.auto import tqdm
 
-    steps = len(models) * ((n + batch_size - 1) // batch_size)
-    bar = tqdm(total=steps, desc="predict", unit="batch", disable=not progress)
-    for loaded in models:
-        meta = loaded.meta
-        cfg = loaded.config.model
-        crop, size = meta.get("crop_size", cfg.crop_size), meta.get("input_size", cfg.input_size)
-        mean, std = meta.get("mean", cfg.mean), meta.get("std", cfg.std)
-        run = make_runner(loaded, backend, device, bf16)
-        for start in range(0, n, batch_size):
-            batch = images[start:start + batch_size]
-            x = preprocess(batch, crop, size, mean, std)
-            views = dihedral_views(x) if tta else [x]
-            probs = sum(torch.softmax(run(v.contiguous(memory_format=torch.channels_last)), 1)[:, 1]
-                        for v in views) / len(views)
-            total[start:start + len(batch)] += probs.cpu().double().numpy()
-            bar.update(1)
-    bar.close()
-    return (total / len(models)).astype(np.float32)
+    with tqdm(total=predictor.steps(len(images), batch_size), desc="predict", unit="batch") as bar:
+        return predictor(images, batch_size, on_batch=lambda: bar.update(1))

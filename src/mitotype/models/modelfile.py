@@ -14,10 +14,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from mitotype.config import RunConfig, config_from_dict
 from mitotype.errors import MitotypeError
@@ -27,6 +24,10 @@ ENSEMBLE_FORMAT = "mitotype-ensemble"
 FORMAT_VERSION = 1
 PREPROCESSING = ("crop_size", "input_size", "mpp", "mean", "std")  # what members of an ensemble must share
 CLASS_NAMES = ("normal", "atypical")
+
+if TYPE_CHECKING:  # torch itself is imported where a file is read or written: `predict` may not need it
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -44,6 +45,8 @@ def default_model_path() -> Path:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The plain MitoNet inside DDP / torch.compile / Lightning wrappers."""
+    from torch import nn
+
     for attr in ("_orig_mod", "module", "model"):
         inner = getattr(model, attr, None)
         if isinstance(inner, nn.Module) and hasattr(inner, "encoder"):
@@ -54,6 +57,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def save_model(path: str | Path, model: nn.Module, run_cfg: RunConfig, threshold: float = 0.5,
                extra: dict[str, Any] | None = None) -> Path:
     """Write the model file atomically; returns its path."""
+    import torch
+
     from mitotype import __version__
     from mitotype.io import atomic_write, provenance
 
@@ -114,6 +119,8 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MitotypeError(f"{path}: model file not found")
     _check_zip(path)
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle errors, foreign objects: same for users

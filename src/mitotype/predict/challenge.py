@@ -66,8 +66,12 @@ def run_challenge(
     batch_size: int = 64,
     device: str = "auto",
     progress: bool | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
 ) -> Path:
-    """Classify every page of the job's stack and write the evaluator's JSON; returns its path."""
+    """Classify every page of the job's stack and write the evaluator's JSON; returns its path.
+
+    ``backend="auto"`` on CPU: onnxruntime on the cached graph, so a warm cache starts without torch."""
     from mitotype.data.images import load_images
     from mitotype.io import write_json
     from mitotype.models.inference import predict_proba
@@ -77,11 +81,12 @@ def run_challenge(
     show = sys.stderr.isatty() if progress is None else progress
     stack = find_stack(input_dir)
     device = resolve_device(device)
-    models = load_models(model_paths, device)
+    models = load_models(model_paths, device, backend, threads)
     figures = stack_figures(stack)
     crop_size = max(m.config.model.crop_size for m in models)
     images = load_images(figures, size=crop_size, policy="center-crop", progress=show)
-    probs = predict_proba(models, images, batch_size=batch_size, tta=tta, device=device, progress=show)
+    probs = predict_proba(models, images, batch_size=batch_size, tta=tta, device=device, progress=show,
+                          backend=backend, threads=threads)
     if len(probs) != len(figures) or not np.isfinite(probs).all():
         raise MitotypeError(f"{stack}: the model gave {len(probs)} finite probabilities for {len(figures)} pages")
     path = Path(output_dir) / OUTPUT_NAME

@@ -7,13 +7,22 @@ model pools features by its predicted figure mask, which then stays in the graph
 to prepare the input and read the output is stored in the file's ``metadata_props``: mean, std, input
 and crop size, microns per pixel, threshold, class names, layout, and the source model's SHA-256.
 
-``predict --backend onnx`` exports once per model file into ``cache_dir("onnx")`` (keyed by the model
-file's hash, the opset and the mitotype version) and reuses it.
+``mitotype predict`` (backend ``auto`` on CPU, or ``onnx``) exports once per model file into
+``cache_dir("onnx")``, keyed by the SHA-256 of the model file's content, the opset, the graph format and
+the mitotype version, and reuses it: :func:`open_model` then reads everything it needs (config, threshold,
+preprocessing) from the cached graph's metadata and never imports torch (about a second per process). A
+cached graph whose metadata names another source hash, or that onnxruntime cannot open, is rebuilt; an
+unwritable cache falls back to a temporary file, a failed export to eager PyTorch, both with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +32,9 @@ from mitotype.errors import MitotypeError
 from mitotype.io import sha256_file
 
 DEFAULT_OPSET = 17
+# Bump when the exported graph or its metadata change meaning: cached files of older formats are rebuilt.
+GRAPH_FORMAT = 2
+EXPORT_FAILED = "onnx_export_failed"  # meta key of a LoadedModel whose export open_model could not do
 
 
 def metadata(loaded: Any) -> dict[str, str]:
@@ -45,6 +57,8 @@ def metadata(loaded: Any) -> dict[str, str]:
         "class_names": json.dumps(["normal", "atypical"]),
         "encoder": m.encoder,
         "source_model_sha256": sha256_file(loaded.path) if getattr(loaded, "path", "") else "",
+        "graph_format": str(GRAPH_FORMAT),
+        "run_config": json.dumps(loaded.config.to_dict(), default=str),
     }
 
 
@@ -79,7 +93,7 @@ def export_onnx(loaded: Any, path: str | Path, opset: int = DEFAULT_OPSET) -> Pa
     size = loaded.config.model.input_size
     wrapper = _classifier(copy.deepcopy(loaded.model).float().cpu().eval())
     example = torch.zeros(2, 3, size, size)
-    tmp = path.with_name(f".{path.name}.export")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.export")  # processes exporting at once (Slurm arrays)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings mean nothing to users
@@ -118,43 +132,110 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def cached_export(loaded: Any, opset: int = DEFAULT_OPSET) -> Path:
-    """The ONNX file of ``loaded`` in the cache (exported on first use)."""
+def cache_key(model_sha256: str, opset: int = DEFAULT_OPSET) -> str:
     from mitotype import __version__
+
+    return f"{model_sha256[:20]}-opset{opset}-g{GRAPH_FORMAT}-v{__version__}"
+
+
+def _writable_cache() -> Path | None:
     from mitotype.data.cache import cache_dir
 
+    try:
+        folder = cache_dir("onnx")
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
+def cached_path(model_sha256: str, opset: int = DEFAULT_OPSET) -> Path:
+    """Where the graph of a model file of this content lives in the cache (the folder may be read-only:
+    a container can ship a cache built at image build time)."""
+    from mitotype.data.cache import cache_dir
+
+    return cache_dir("onnx", create=False) / f"{cache_key(model_sha256, opset)}.onnx"
+
+
+def cached_export(loaded: Any, opset: int = DEFAULT_OPSET, model_sha256: str | None = None) -> Path:
+    """The ONNX file of ``loaded`` in the cache (exported on first use; rebuilt when stale).
+
+    If the cache folder cannot be written, the graph goes to a temporary file (with a warning): slower on
+    every start, never a failure.
+    """
     if not getattr(loaded, "path", ""):
         raise MitotypeError("the ONNX backend needs a model loaded from a file")
-    key = f"{sha256_file(loaded.path)[:20]}-opset{opset}-v{__version__}"
-    path = cache_dir("onnx") / f"{key}.onnx"
-    if not path.is_file():
-        export_onnx(loaded, path, opset)
+    sha = model_sha256 or sha256_file(loaded.path)
+    name = cached_path(sha, opset).name
+    if _is_current(cached_path(sha, opset), sha):
+        return cached_path(sha, opset)
+    folder = _writable_cache()
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="mitotype-onnx-"))
+        warnings.warn(f"the ONNX cache ({os.environ.get('MITOTYPE_CACHE') or '~/.cache/mitotype'}) is not "
+                      f"writable; exporting to {folder} for this run only (set MITOTYPE_CACHE to a writable "
+                      "folder to export once)", stacklevel=2)
+    path = folder / name
+    if not _is_current(path, sha):
+        try:
+            export_onnx(loaded, path, opset)
+        except OSError as exc:  # the folder became unwritable (full disk, read-only mount): this run only
+            path = Path(tempfile.mkdtemp(prefix="mitotype-onnx-")) / name
+            warnings.warn(f"cannot write the ONNX cache ({exc}); exporting to {path} for this run only",
+                          stacklevel=2)
+            export_onnx(loaded, path, opset)
     return path
+
+
+def _is_current(path: Path, model_sha256: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not current
+        return False
+    return _describes(meta, model_sha256)
+
+
+def _describes(meta: dict[str, str], model_sha256: str) -> bool:
+    """A cached graph is used only if its metadata names the same source model and graph format (a file
+    copied under another name, or left by an older mitotype, is rebuilt rather than trusted)."""
+    return meta.get("source_model_sha256") == model_sha256 and meta.get("graph_format") == str(GRAPH_FORMAT)
+
+
+def session_options(threads: int | None = None) -> Any:
+    """Sequential execution, full graph optimisation, ``threads`` intra-op threads (None: OMP_NUM_THREADS,
+    else onnxruntime's choice of all physical cores) and no idle spinning of the thread pool: on a machine
+    shared with other jobs a spinning thread only takes the core from the one doing work."""
+    import onnxruntime as ort
+
+    from mitotype.models.inference import default_threads
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings would reach grand-challenge logs
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = default_threads() if threads is None else threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 class OnnxClassifier:
     """An onnxruntime session for one model: ``__call__(batch float32 NCHW) -> P(atypical) (N,)``,
-    ``logits(batch) -> (N, 2)``."""
+    ``logits(batch) -> (N, 2)``, ``metadata`` (the graph's metadata_props)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: onnxruntime's warnings would reach grand-challenge logs
-        # Follow torch's thread setting (one knob for both backends); spinning inter-op threads only
-        # compete with the intra-op ones on a small CPU (docs/PERFORMANCE.md).
-        import torch
-
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise MitotypeError(f"{path}: onnxruntime cannot load it: {exc}") from None
         self.path = Path(path)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def _run(self, name: str, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run([name], {"image": np.ascontiguousarray(batch, dtype=np.float32)})
@@ -167,18 +248,129 @@ class OnnxClassifier:
         return self._run("logits", batch)
 
 
-def onnx_classifier(loaded: Any, device: str = "cpu", opset: int = DEFAULT_OPSET) -> OnnxClassifier:
+@dataclass
+class OnnxModel:
+    """A model file opened for onnxruntime from its cached graph, without building the torch network:
+    what ``models.inference`` and ``predict`` read of a LoadedModel (``model`` stays None)."""
+
+    config: Any
+    threshold: float
+    meta: dict[str, Any]
+    path: str
+    classifier: OnnxClassifier
+    model: Any = field(default=None)
+
+
+def _from_graph(classifier: OnnxClassifier, model_path: Path) -> OnnxModel:
+    from mitotype.config import config_from_dict
+
+    meta = classifier.metadata
+    cfg = config_from_dict(json.loads(meta["run_config"]), where=f"{classifier.path} (stored config)")
+    pre = {"crop_size": int(meta["crop_size"]), "input_size": int(meta["input_size"]),
+           "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]), "mpp": float(meta["mpp"])}
+    return OnnxModel(config=cfg, threshold=float(meta["threshold"]), meta=pre, path=str(model_path),
+                     classifier=classifier)
+
+
+def open_model(model: str | Path = "default", device: str = "cpu", threads: int | None = None,
+               opset: int = DEFAULT_OPSET) -> Any:
+    """``model`` (a file or "default") ready for onnxruntime: an :class:`OnnxModel` from the cache when the
+    graph of this exact file content is there (no torch import), else the LoadedModel, exported into the
+    cache and opened (:class:`OnnxModel`). A model that cannot be exported comes back as the LoadedModel,
+    which ``predict_proba(backend="auto")`` runs with PyTorch."""
+    from mitotype.models.modelfile import default_model_path
+
+    path = default_model_path() if str(model) == "default" else Path(model)
+    if not path.is_file():
+        from mitotype.models.modelfile import load_model
+
+        return load_model(model, device=device)  # its error message says what is missing
+    sha = sha256_file(path)
+    cached = cached_path(sha, opset)
+    if cached.is_file():
+        with contextlib.suppress(MitotypeError):  # damaged after it was written: rebuilt below
+            classifier = OnnxClassifier(cached, device, threads)
+            if _describes(classifier.metadata, sha):
+                return _from_graph(classifier, path)
+    from mitotype.models.modelfile import load_model
+
+    loaded = load_model(path, device=device)
+    try:
+        onnx_path = cached_export(loaded, opset, model_sha256=sha)
+    except MitotypeError as exc:
+        warnings.warn(f"{path}: ONNX export failed ({exc}); running eager PyTorch", stacklevel=2)
+        loaded.meta[EXPORT_FAILED] = str(exc)  # backend auto then goes straight to torch, no second try
+        return loaded
+    return _from_graph(OnnxClassifier(onnx_path, device, threads), path)
+
+
+def onnx_classifier(loaded: Any, device: str = "cpu", opset: int = DEFAULT_OPSET,
+                    threads: int | None = None) -> OnnxClassifier:
     """Export (once, cached) and open ``loaded`` for onnxruntime."""
-    return OnnxClassifier(cached_export(loaded, opset), device)
+    if isinstance(loaded, OnnxModel):
+        return loaded.classifier
+    return OnnxClassifier(cached_export(loaded, opset), device, threads)
 
 
-def make_runner(loaded: Any, device: str = "cpu") -> Any:
-    """The hook of ``models.inference``: a callable float32 (N, 3, S, S) tensor -> (N, 2) logits tensor."""
-    import torch
+def make_runner(loaded: Any, device: str = "cpu", threads: int | None = None) -> Any:
+    """The hook of ``models.inference``: a callable float32 (N, 3, S, S) array -> (N, 2) logits array."""
+    return onnx_classifier(loaded, device, threads=threads).logits
 
-    classifier = onnx_classifier(loaded, device)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(classifier.logits(x.detach().cpu().float().numpy()))
+# --- static int8 (QDQ) --------------------------------------------------------------------------------
 
-    return run
+def calibration_batch(loaded: Any, spec: str, n: int = 320, seed: int = 0) -> np.ndarray:
+    """``n`` figures of the data spec (chosen with ``seed``), prepared as the graph's input."""
+    from mitotype.data.images import load_images
+    from mitotype.data.spec import load_figures
+    from mitotype.models.inference import normalise
+
+    figures = load_figures(spec)
+    pick = np.random.default_rng(seed).choice(len(figures), min(n, len(figures)), replace=False)
+    m = loaded.config.model
+    images = load_images([figures[i] for i in sorted(pick)], size=m.crop_size)
+    return normalise(images, m.crop_size, m.input_size, m.mean, m.std)
+
+
+def quantise_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, seed_note: str = "",
+                  method: str = "Percentile") -> Path:
+    """A static int8 QDQ copy of an exported graph: per-channel int8 weights, uint8 activations whose ranges
+    come from ``calibration`` (float32 NCHW batches prepared like the graph's input, a few hundred training
+    crops). Percentile calibration: MinMax lost more AUROC on the AMi-Br test split in probes; percentile's
+    loss is measured by ``mitotype bench --sections int8`` (docs/PERFORMANCE.md). The source graph's
+    metadata is kept, plus ``quantisation``."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mitotype.io import write_bytes
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration[i:i + 32] for i in range(0, len(calibration), 32))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": np.ascontiguousarray(batch, dtype=np.float32)}
+
+    out_path = Path(out_path)
+    meta = read_metadata(fp32_path)
+    with tempfile.TemporaryDirectory(prefix="mitotype-int8-") as tmp:
+        pre, quantised = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(quantised), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method))
+        proto = onnx.load(str(quantised))
+    meta["quantisation"] = (f"static int8 QDQ, per-channel int8 weights, uint8 activations, {method} "
+                            f"calibration on {len(calibration)} crops {seed_note}").strip()
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, meta)
+    write_bytes(out_path, proto.SerializeToString())
+    return out_path

@@ -9,6 +9,10 @@ ensemble members and TTA views). One output row per figure::
 ``index`` is the page of a stack (0 for a single crop) or the row of the coordinates CSV; ``x``/``y`` are
 level-0 pixels for slide positions and empty otherwise. ``class`` compares ``p_atypical`` with the model's
 stored threshold (the mean of the members' thresholds for an ensemble).
+
+Crops are decoded chunk by chunk in a background thread while the network runs on the previous chunk
+(Pillow, tifffile and onnxruntime release the GIL, so the two overlap on a free core). On CPU the default
+backend is onnxruntime on the model's cached ONNX graph (``models.inference``, ``predict.onnx``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ FORMATS = (".csv", ".json", ".geojson")
 # An input this many times larger than the crop is a slide or a field of view, not a figure crop:
 # centre-cropping it would classify an arbitrary spot, so it is refused with a hint.
 MAX_CROP_FACTOR = 4
+# Crops decoded ahead of the network: a few batches, so the overlap starts early and memory stays small.
+CHUNK = 512
 
 
 def _image_files(path: Path) -> list[Path]:
@@ -93,8 +99,19 @@ def collect_figures(inputs: Sequence[str | Path], crop_size: int) -> list[Figure
     return figures
 
 
+def _no_gpu_device_node() -> bool:
+    """Linux without NVIDIA or AMD device nodes: torch cannot see a GPU, so ``auto`` needs no torch import."""
+    import glob
+    import os
+    import sys
+
+    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd")
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed to torch as is."""
+    if device == "cpu" or (device == "auto" and _no_gpu_device_node()):
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -106,11 +123,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_models(model_paths: Sequence[str], device: str) -> list[Any]:
-    from mitotype.models.modelfile import load_model
+def load_models(model_paths: Sequence[str], device: str, backend: str = "torch",
+                threads: int | None = None) -> list[Any]:
+    """The models, opened for ``backend``: from their cached ONNX graphs (no torch import) when it
+    resolves to onnxruntime, else as LoadedModel with the torch network built."""
+    from mitotype.models.inference import resolve_backend
 
     if not model_paths:
         raise MitotypeError("no model given")
+    if resolve_backend(backend, device) == "onnx":
+        from mitotype.predict.onnx import open_model
+
+        return [open_model(m, device=device, threads=threads) for m in model_paths]
+    from mitotype.models.modelfile import load_model
+
     return [load_model(m, device=device) for m in model_paths]
 
 
@@ -124,6 +150,61 @@ def check_sources(inputs: Sequence[str | Path], slide: Any, coords: Any) -> None
         raise MitotypeError("no input given: name image files, folders or TIFF stacks (or --slide/--coords)")
 
 
+def predict_figures(predictor: Any, figures: Sequence[Figure], crop_size: int, batch_size: int = 64,
+                    progress: bool = False, workers: int | None = None) -> np.ndarray:
+    """(N,) P(atypical) of ``figures``: chunk k+1 is decoded in a background thread while ``predictor``
+    (``models.inference.Predictor``) runs on chunk k. Chunks are whole batches, so the batches (and the
+    bytes of the result) are the same as for one call on all crops."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mitotype.data.images import load_images
+
+    chunk = batch_size * max(1, CHUNK // batch_size)
+    parts = [figures[i:i + chunk] for i in range(0, len(figures), chunk)]
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=predictor.steps(len(figures), batch_size), desc="predict", unit="batch")
+    out = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        def read(part: Sequence[Figure]):
+            return pool.submit(load_images, part, crop_size, "center-crop", False, workers)
+
+        pending = read(parts[0])
+        for k in range(len(parts)):
+            images = pending.result()
+            if k + 1 < len(parts):
+                pending = read(parts[k + 1])
+            out.append(predictor(images, batch_size, on_batch=bar.update if bar else None))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(out)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n: part i of n (0-based, as Slurm's ``SLURM_ARRAY_TASK_ID``)."""
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or not 0 <= i < n:
+        raise MitotypeError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/8 ... 7/8")
+    return i, n
+
+
+def shard_range(total: int, shard: tuple[int, int] | None) -> range:
+    """The items of part i of n: a contiguous block of the input order (``n`` blocks whose sizes differ by at
+    most one), so the parts' outputs concatenated in order are the unsharded output, row for row."""
+    if shard is None:
+        return range(total)
+    i, n = shard
+    return range(i * total // n, (i + 1) * total // n)
+
+
 def gather_images(
     inputs: Sequence[str | Path],
     crop_size: int,
@@ -132,8 +213,10 @@ def gather_images(
     coords: str | Path | None = None,
     slide_mpp: float | None = None,
     progress: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, list[str], list[int], np.ndarray | None]:
-    """Crops (N, crop, crop, 3) uint8 with their source, index and slide positions (None for crops)."""
+    """Crops (N, crop, crop, 3) uint8 with their source, index and slide positions (None for crops);
+    ``shard``: only part i of n of them (:func:`shard_range`)."""
     from mitotype.data.images import load_images
 
     check_sources(inputs, slide, coords)
@@ -141,13 +224,25 @@ def gather_images(
         from mitotype.predict.slide import read_coords, read_slide_crops
 
         xy = read_coords(coords)
+        rows = shard_range(len(xy), shard)
+        xy = xy[rows.start:rows.stop]
         show = len(xy) >= 64 if progress is None else progress
         images = read_slide_crops(slide, xy, crop_size, mpp, slide_mpp, progress=show)
-        return images, [str(slide)] * len(xy), list(range(len(xy))), xy
+        return images, [str(slide)] * len(xy), list(rows), xy
     figures = collect_figures(inputs, crop_size)
+    figures = [figures[k] for k in shard_range(len(figures), shard)]
     show = len(figures) >= 64 if progress is None else progress
     images = load_images(figures, size=crop_size, policy="center-crop", progress=show)
     return images, [f.path for f in figures], [f.page or 0 for f in figures], None
+
+
+def _predict_all(predictor: Any, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+    if not progress:
+        return predictor(images, batch_size)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=predictor.steps(len(images), batch_size), desc="predict", unit="batch") as bar:
+        return predictor(images, batch_size, on_batch=bar.update)
 
 
 def ensemble_threshold(models: Sequence[Any]) -> float:
@@ -170,33 +265,46 @@ def predict(
     tta: bool = False,
     batch_size: int = 64,
     device: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     slide: str | Path | None = None,
     coords: str | Path | None = None,
     slide_mpp: float | None = None,
     progress: bool | None = None,
+    threads: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Predict every figure; returns (rows, info) where info names the models, threshold and settings."""
-    from mitotype.models.inference import predict_proba
+    """Predict every figure; returns (rows, info) where info names the models, threshold and settings.
+
+    ``backend``: auto (onnxruntime on CPU, torch on GPUs), onnx, torch; ``threads``: the network's
+    intra-op threads (None: OMP_NUM_THREADS, else all cores); ``shard=(i, n)``: only part i of n of the
+    figures (:func:`shard_range`), for spreading one job over processes or machines."""
+    from mitotype.models.inference import Predictor
 
     check_sources(inputs, slide, coords)
     device = resolve_device(device)
-    models = load_models(model_paths, device)
+    models = load_models(model_paths, device, backend, threads)
     mpps = {m.config.model.mpp for m in models}
     if slide is not None and len(mpps) > 1:
         raise MitotypeError(f"ensemble members were trained at different resolutions {sorted(mpps)} µm/px; "
                             "a slide is read at one resolution")
     crop_size = max(m.config.model.crop_size for m in models)
-    images, sources, indices, xy = gather_images(inputs, crop_size, models[0].config.model.mpp, slide, coords,
-                                                 slide_mpp, progress)
-    show = len(images) >= 64 if progress is None else progress
-    probs = predict_proba(models, images, batch_size=batch_size, tta=tta, device=device, progress=show,
-                          backend=backend)
+    predictor = Predictor(models, backend, device, tta=tta, threads=threads)
+    if slide is not None:
+        images, sources, indices, xy = gather_images(inputs, crop_size, models[0].config.model.mpp, slide,
+                                                     coords, slide_mpp, progress, shard)
+        show = len(images) >= 64 if progress is None else progress
+        probs = _predict_all(predictor, images, batch_size, show)
+    else:
+        figures = collect_figures(inputs, crop_size)
+        figures = [figures[k] for k in shard_range(len(figures), shard)]
+        show = len(figures) >= 64 if progress is None else progress
+        probs = predict_figures(predictor, figures, crop_size, batch_size, show, workers=threads or None)
+        sources, indices, xy = [f.path for f in figures], [f.page or 0 for f in figures], None
     threshold = ensemble_threshold(models)
     info = {"models": [str(m) for m in model_paths], "thresholds": [float(m.threshold) for m in models],
-            "threshold": threshold, "tta": tta, "backend": backend, "crop_size": crop_size,
+            "threshold": threshold, "tta": tta, "backend": predictor.backend, "crop_size": crop_size,
             "mpp": models[0].config.model.mpp, "slide": str(slide) if slide else None,
-            "slide_mpp": slide_mpp}
+            "slide_mpp": slide_mpp, "shard": f"{shard[0]}/{shard[1]}" if shard else None}
     return make_rows(sources, indices, probs, threshold, xy), info
 
 
