@@ -154,6 +154,8 @@ def _from_training_checkpoint(path: Path, ckpt: dict[str, Any]) -> dict[str, Any
 
 def write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write a (modified) model-file payload atomically, e.g. after ``mitotype calibrate``."""
+    import torch
+
     from mitotype.io import atomic_write
 
     path = Path(path)
@@ -165,6 +167,8 @@ def write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
 def save_ensemble(path: str | Path, member_paths: list[str | Path], threshold: float | None = None,
                   extra: dict[str, Any] | None = None) -> Path:
     """Write the members' model files as one ensemble file; threshold: given, else the members' mean."""
+    import torch
+
     from mitotype.io import atomic_write, provenance
 
     if len(member_paths) < 2:
