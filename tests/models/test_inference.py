@@ -191,3 +191,27 @@ def test_auto_runs_torch_for_a_network_without_a_file(crops64):
     from mitotype.models.inference import Predictor
 
     assert Predictor(loaded_model(), backend="auto").backend == "torch"
+
+
+@pytest.mark.parametrize("stain", [None, "reinhard", "macenko"])
+@pytest.mark.parametrize("input_size", [128, 96])
+def test_prediction_inputs_are_the_validation_inputs(amibr_root, stain, input_size):
+    """No train/serve skew: for every preprocessing option, the network's input at prediction equals what
+    the validation transform gives for the same crop (stain normalisation included)."""
+    import torch
+
+    from mitotype.data.images import read_rgb
+    from mitotype.data.transforms import build_transform, to_sample
+    from mitotype.models.inference import model_inputs, preprocessing_of
+
+    cfg = RunConfig()
+    cfg.model.input_size, cfg.augment.stain_normalise = input_size, stain
+    crops = np.stack([read_rgb(p) for p in sorted((amibr_root / "patches" / "atypical").glob("*.png"))[:4]])
+    validation = build_transform(cfg.model, cfg.augment, train=False)
+    expected = torch.stack([validation(to_sample(c))["image"] for c in crops]).numpy()
+    got = model_inputs(crops, preprocessing_of(LoadedModel(None, cfg, 0.5, {})))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    if stain:  # the option changes the pixels: the test can fail
+        cfg.augment.stain_normalise = None
+        plain = model_inputs(crops, preprocessing_of(LoadedModel(None, cfg, 0.5, {})))
+        assert np.abs(plain - got).mean() > 0.01

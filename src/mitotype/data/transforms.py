@@ -192,6 +192,16 @@ class StainNormalise(v2.Transform):
         return tv_tensors.wrap(result, like=inpt)
 
 
+def stain_normalise_images(images: np.ndarray, method: str) -> np.ndarray:
+    """uint8 (N, H, W, 3) stain-normalised image by image with :class:`StainNormalise`, the step the
+    validation transform applies, so that prediction sees the pixels the model was validated on."""
+    step = StainNormalise(method)
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        out[i] = step(to_sample(image)["image"]).permute(1, 2, 0).numpy()
+    return out
+
+
 def build_transform(model_cfg: ModelConfig, augment_cfg: AugmentConfig | None,
                     train: bool | None = None) -> v2.Compose:
     """The sample pipeline: training augmentation when ``augment_cfg`` is given, else evaluation.
@@ -247,4 +257,5 @@ def to_sample(image, mask=None, **extra: Any) -> dict[str, Any]:
     return sample
 
 
-__all__ = ["ColourJitter", "HEDJitter", "RandomRot90", "StainNormalise", "TissueOnly", "build_transform", "to_sample"]
+__all__ = ["ColourJitter", "HEDJitter", "RandomRot90", "StainNormalise", "TissueOnly", "build_transform",
+           "stain_normalise_images", "to_sample"]

@@ -235,16 +235,16 @@ class Predictor:
         resolve_backend(backend, device, bf16)  # a bad name fails before any model is opened
         self.tta = tta
         opened = [open_runner(m, backend, device, bf16, threads) for m in models]
-        self.members = [(_preprocessing(m), run) for m, (_, run) in zip(models, opened)]
+        self.members = [(preprocessing_of(m), run) for m, (_, run) in zip(models, opened)]
         self.backend = "+".join(dict.fromkeys(name for name, _ in opened))  # e.g. "onnx", or "onnx+torch"
 
     def __call__(self, images: np.ndarray, batch_size: int = 64, on_batch: Callable[[], Any] | None = None
                  ) -> np.ndarray:
         images = _check_images(images)
         total = np.zeros(len(images), dtype=np.float64)
-        for (crop, size, mean, std), run in self.members:
+        for preprocessing, run in self.members:
             for start in range(0, len(images), batch_size):
-                x = normalise(images[start:start + batch_size], crop, size, mean, std)
+                x = model_inputs(images[start:start + batch_size], preprocessing)
                 views = dihedral_views_np(x) if self.tta else [x]
                 total[start:start + len(x)] += sum(_softmax_atypical(run(v)) for v in views) / len(views)
                 if on_batch is not None:
@@ -255,11 +255,26 @@ class Predictor:
         return len(self.members) * ((n + batch_size - 1) // batch_size)
 
 
-def _preprocessing(loaded: Any) -> tuple[int, int, Any, Any]:
-    """(crop_size, input_size, mean, std) as the model file stores them (the config as fallback)."""
+def preprocessing_of(loaded: Any) -> tuple[int, int, Any, Any, str | None]:
+    """(crop_size, input_size, mean, std, stain normalisation) as the model file stores them (the config
+    as fallback)."""
     meta, cfg = loaded.meta, loaded.config.model
     return (meta.get("crop_size", cfg.crop_size), meta.get("input_size", cfg.input_size),
-            meta.get("mean", cfg.mean), meta.get("std", cfg.std))
+            meta.get("mean", cfg.mean), meta.get("std", cfg.std), loaded.config.augment.stain_normalise)
+
+
+def model_inputs(images: np.ndarray, preprocessing: tuple[int, int, Any, Any, str | None]) -> np.ndarray:
+    """The network's float32 input for uint8 crops: crop to size, the stain normalisation the model was
+    trained and validated with (if any, the validation transform's own step), resize, mean/std. The one
+    path of predict, evaluate and challenge (tests/models/test_inference.py checks it against the
+    validation transform for every preprocessing option)."""
+    crop, size, mean, std, stain = preprocessing
+    images = fit_batch(np.asarray(images), crop)
+    if stain:
+        from mitotype.data.transforms import stain_normalise_images
+
+        images = stain_normalise_images(images, stain)
+    return normalise(images, crop, size, mean, std)
 
 
 def predict_proba(models: Sequence[Any] | Any, images: np.ndarray, batch_size: int = 64, tta: bool = False,

@@ -27,13 +27,13 @@ def explain_maps(loaded: Any, images: np.ndarray, batch_size: int = 16, device: 
     """P(atypical), figure-mask probability, pixel classes and CAM for each crop (maps at input size)."""
     import torch
 
-    from mitotype.models.inference import preprocess
+    from mitotype.models.inference import model_inputs, preprocessing_of
 
-    model, cfg = loaded.model, loaded.config.model
+    model = loaded.model
     out: dict[str, list] = {"p": [], "mask": [], "classes": [], "cam": []}
     for start in range(0, len(images), batch_size):
-        # the same centre crop, resize and normalisation as prediction
-        x = preprocess(images[start:start + batch_size], cfg.crop_size, cfg.input_size, cfg.mean, cfg.std)
+        # the same crop, stain normalisation, resize and mean/std as prediction
+        x = torch.from_numpy(model_inputs(images[start:start + batch_size], preprocessing_of(loaded)))
         x = x.contiguous().to(device)
         with torch.inference_mode():
             model.eval()

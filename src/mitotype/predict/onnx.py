@@ -323,13 +323,13 @@ def calibration_batch(loaded: Any, spec: str, n: int = 320, seed: int = 0) -> np
     """``n`` figures of the data spec (chosen with ``seed``), prepared as the graph's input."""
     from mitotype.data.images import load_images
     from mitotype.data.spec import load_figures
-    from mitotype.models.inference import normalise
+    from mitotype.models.inference import model_inputs, preprocessing_of
 
     figures = load_figures(spec)
     pick = np.random.default_rng(seed).choice(len(figures), min(n, len(figures)), replace=False)
     m = loaded.config.model
     images = load_images([figures[i] for i in sorted(pick)], size=m.crop_size)
-    return normalise(images, m.crop_size, m.input_size, m.mean, m.std)
+    return model_inputs(images, preprocessing_of(loaded))
 
 
 def quantise_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, seed_note: str = "",
