@@ -91,6 +91,14 @@ def plan(command: str, tmp: Path, tiny: Path) -> list[str] | None:
         argv = _replace(argv, "runs/X/model.pt", str(tmp / "run" / "model.pt"))
         argv = _replace(argv, "amibr:../shared/data/amibr:split=test", f"manifest:{tiny / 'tiny.csv'}")
         return argv + ["--out", str(tmp / "eval"), "--n-boot", "20"]
+    if k == "ensemble":
+        argv = _replace(argv, "runs/A/model.pt", str(tmp / "run" / "model.pt"))
+        argv = _replace(argv, "runs/B/model.pt", str(tmp / "run" / "model.pt"))
+        return _replace(argv, "ensemble.pt", str(tmp / "ensemble.pt"))
+    if k == "calibrate":
+        argv = _replace(argv, "runs/X/model.pt", str(tmp / "run" / "model.pt"))
+        argv = _replace(argv, "val", f"manifest:{tiny / 'tiny.csv'}")  # the tiny run's own part is too small
+        return _replace(argv, "calibrated.pt", str(tmp / "calibrated.pt"))
     if k == "experiment":
         return argv + ["--dry-run", "--out", str(tmp / "exp")]
     if k == "challenge":
@@ -119,8 +127,8 @@ def test_every_readme_command_runs(tmp_path, tiny, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     parser = build_parser()
-    # train before evaluate (evaluate uses the trained model)
-    commands = sorted(readme_commands(), key=lambda c: key(c) == "evaluate")
+    # train before the commands that use the trained model
+    commands = sorted(readme_commands(), key=lambda c: key(c) in ("evaluate", "ensemble", "calibrate"))
     for command in commands:
         argv = plan(command, tmp_path, tiny)
         if argv is None:
