@@ -206,3 +206,20 @@ def test_a_failed_export_falls_back_to_torch_with_a_warning(small_model, stack_p
     with pytest.warns(UserWarning, match="exporter says no"):
         rows, info = predict([stack_path], [str(small_model)], device="cpu", threads=1)
     assert info["backend"] == "torch" and len(rows) == 16
+
+
+def test_the_packaged_graph_describes_the_shipped_model_and_is_used(tmp_path, monkeypatch):
+    """default.onnx ships beside default.pt so that a fresh container needs no export; it must be the
+    graph of exactly that file (regenerate: mitotype export --model default --onnx
+    src/mitotype/assets/default.onnx), and predict uses it with an empty cache."""
+    from mitotype.io import sha256_file
+    from mitotype.models.modelfile import default_model_path
+    from mitotype.predict import onnx as O
+
+    graph = O.packaged_graph()
+    assert graph.is_file()
+    assert O._describes(O.read_metadata(graph), sha256_file(default_model_path()))
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(O, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(AssertionError("exported")))
+    model = O.open_model("default")
+    assert isinstance(model, O.OnnxModel) and str(model.classifier.path) == str(graph)

@@ -272,6 +272,15 @@ def _from_graph(classifier: OnnxClassifier, model_path: Path) -> OnnxModel:
                      classifier=classifier)
 
 
+def packaged_graph() -> Path:
+    """The shipped default model's graph, built with `mitotype export --model default --onnx
+    src/mitotype/assets/default.onnx` (tests/predict/test_onnx.py fails when it no longer describes
+    default.pt)."""
+    from mitotype.models.modelfile import default_model_path
+
+    return default_model_path().with_suffix(".onnx")
+
+
 def open_model(model: str | Path = "default", device: str = "cpu", threads: int | None = None,
                opset: int = DEFAULT_OPSET) -> Any:
     """``model`` (a file or "default") ready for onnxruntime: an :class:`OnnxModel` from the cache when the
@@ -286,12 +295,15 @@ def open_model(model: str | Path = "default", device: str = "cpu", threads: int 
 
         return load_model(model, device=device)  # its error message says what is missing
     sha = sha256_file(path)
-    cached = cached_path(sha, opset)
-    if cached.is_file():
-        with contextlib.suppress(MitotypeError):  # damaged after it was written: rebuilt below
-            classifier = OnnxClassifier(cached, device, threads)
-            if _describes(classifier.metadata, sha):
-                return _from_graph(classifier, path)
+    # the shipped model's graph ships beside it (a container starts with an empty cache), else the cache
+    shipped = path.resolve() == default_model_path().resolve()  # also through the container's link
+    candidates = [packaged_graph()] if shipped and opset == DEFAULT_OPSET else []
+    for cached in [*candidates, cached_path(sha, opset)]:
+        if cached.is_file():
+            with contextlib.suppress(MitotypeError):  # damaged after it was written: rebuilt below
+                classifier = OnnxClassifier(cached, device, threads)
+                if _describes(classifier.metadata, sha):  # a stale packaged graph is never used
+                    return _from_graph(classifier, path)
     from mitotype.models.modelfile import load_model
 
     loaded = load_model(path, device=device)
