@@ -129,7 +129,13 @@ def test_every_readme_command_runs(tmp_path, tiny, monkeypatch):
     parser = build_parser()
     # train before the commands that use the trained model
     commands = sorted(readme_commands(), key=lambda c: key(c) in ("evaluate", "ensemble", "calibrate"))
+    from mitotype.cli import COMMANDS
+
     for command in commands:
+        words = shlex.split(command)[1:]
+        if len(words) == 1 and words[0] not in ("weights",):  # a command named in prose: it must exist
+            assert words[0] in COMMANDS, f"README names `{command}`, which is not a command"
+            continue
         argv = plan(command, tmp_path, tiny)
         if argv is None:
             words = [w for w in shlex.split(command)[1:] if w != "..."]
