@@ -57,3 +57,19 @@ def test_members_must_share_preprocessing(tmp_path, capsys):
         from mitotype.models.modelfile import save_ensemble
 
         save_ensemble(tmp_path / "e.pt", [a])
+
+
+def test_an_ensemble_that_stores_tta_averages_the_views_on_every_backend(tmp_path, crops, monkeypatch):
+    from mitotype.predict.onnx import open_model
+
+    monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
+    paths = [member(tmp_path / f"m{i}.pt", i, 0.5) for i in range(2)]
+    assert main(["ensemble", *map(str, paths), "--out", str(tmp_path / "plain.pt")]) == 0
+    assert main(["ensemble", *map(str, paths), "--tta", "--out", str(tmp_path / "tta.pt")]) == 0
+    plain, stored = load_model(tmp_path / "plain.pt"), load_model(tmp_path / "tta.pt")
+    with_views = predict_proba([plain], crops, tta=True)
+    assert np.abs(with_views - predict_proba([plain], crops)).max() > 1e-3  # the views change the answer
+    np.testing.assert_allclose(predict_proba([stored], crops), with_views, atol=1e-6)
+    graph = open_model(tmp_path / "tta.pt")  # onnxruntime: the flag travels in the graph's metadata
+    assert graph.meta["tta"] is True
+    np.testing.assert_allclose(predict_proba([graph], crops, backend="onnx"), with_views, atol=1e-4)

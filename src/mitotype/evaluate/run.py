@@ -51,10 +51,10 @@ def _sha256(path: str | Path) -> str | None:
 
 def model_info(path: str | Path, loaded: Any) -> dict[str, Any]:
     """What the report and run.json say about one model file ('default' also names the shipped file)."""
-    from mitotype.models.modelfile import default_model_path
+    from mitotype.models.modelfile import model_file
 
     cfg = loaded.config
-    file = default_model_path() if str(path) == "default" else Path(path)
+    file = model_file(path)
     return {"path": str(path), "file": str(file), "sha256": _sha256(file), "threshold": float(loaded.threshold),
             "encoder": cfg.model.encoder, "dense_tasks": list(cfg.model.dense_tasks),
             "crop_size": cfg.model.crop_size, "input_size": cfg.model.input_size,
@@ -188,6 +188,7 @@ def evaluate(model_paths: Sequence[str | Path], spec: str, out_dir: str | Path, 
     models = [load_model(str(p), device=device) for p in model_paths]
     infos = [model_info(p, m) for p, m in zip(model_paths, models)]
     t = ensemble_threshold(models, threshold)
+    tta = tta or any((m.meta or {}).get("tta") for m in models)  # what was run: a file may ask for it
     size = max(m.config.model.crop_size for m in models)
     images = load_images(figures, size=size, policy=size_policy, progress=progress)
     members = predict_members(models, images, batch_size=batch_size, tta=tta, device=device,

@@ -46,11 +46,11 @@ def calibrate(model_path: str, spec: str, out: str | Path, alpha: float = 0.1, b
     from mitotype.data.spec import load_figures
     from mitotype.evaluate.metrics import calibration as reliability
     from mitotype.models.inference import predict_proba
-    from mitotype.models.modelfile import FORMAT, default_model_path, load_model, read_payload, write_payload
+    from mitotype.models.modelfile import FORMAT, load_model, model_file, read_payload, write_payload
 
     C.quantile([0.0], alpha)  # checks alpha before any work
     loaded = load_model(model_path)
-    source = default_model_path() if model_path == "default" else Path(model_path)
+    source = model_file(model_path)
     payload = read_payload(source)
     if payload.get("format") != FORMAT or "base_weights" in payload:
         raise MitotypeError(f"{model_path}: only a single trained model file can be calibrated (calibrate the "

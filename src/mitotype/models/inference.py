@@ -224,7 +224,7 @@ class Predictor:
     """Models opened once for one backend; call it on any number of chunks of a stream of crops.
 
     ``predictor(images uint8 (N, H, W, 3), batch_size) -> (N,) float32`` mean P(atypical) over the models
-    and (with ``tta``) the 8 dihedral views.
+    and (with ``tta``, or for a model file that asks for it) the 8 dihedral views.
     """
 
     def __init__(self, models: Sequence[Any] | Any, backend: str = "torch", device: str = "cpu",
@@ -233,19 +233,20 @@ class Predictor:
         if not models:
             raise MitotypeError("predict_proba: no model given")
         resolve_backend(backend, device, bf16)  # a bad name fails before any model is opened
-        self.tta = tta
         opened = [open_runner(m, backend, device, bf16, threads) for m in models]
-        self.members = [(preprocessing_of(m), run) for m, (_, run) in zip(models, opened)]
+        self.members = [(preprocessing_of(m), run, tta or bool((m.meta or {}).get("tta")))
+                        for m, (_, run) in zip(models, opened)]
+        self.tta = any(t for _, _, t in self.members)
         self.backend = "+".join(dict.fromkeys(name for name, _ in opened))  # e.g. "onnx", or "onnx+torch"
 
     def __call__(self, images: np.ndarray, batch_size: int = 64, on_batch: Callable[[], Any] | None = None
                  ) -> np.ndarray:
         images = _check_images(images)
         total = np.zeros(len(images), dtype=np.float64)
-        for preprocessing, run in self.members:
+        for preprocessing, run, tta in self.members:
             for start in range(0, len(images), batch_size):
                 x = model_inputs(images[start:start + batch_size], preprocessing)
-                views = dihedral_views_np(x) if self.tta else [x]
+                views = dihedral_views_np(x) if tta else [x]
                 total[start:start + len(x)] += sum(_softmax_atypical(run(v)) for v in views) / len(views)
                 if on_batch is not None:
                     on_batch()

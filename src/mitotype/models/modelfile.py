@@ -24,6 +24,9 @@ ENSEMBLE_FORMAT = "mitotype-ensemble"
 FORMAT_VERSION = 1
 PREPROCESSING = ("crop_size", "input_size", "mpp", "mean", "std")  # what members of an ensemble must share
 CLASS_NAMES = ("normal", "atypical")
+# Models that ship in the package as assets/NAME.pt: "default" (fast, one network) and, where the package
+# has it, "accurate" (the ensemble the default was distilled from; slower). docs/MODELS.md says which is which.
+SHIPPED = ("default", "accurate")
 
 if TYPE_CHECKING:  # torch itself is imported where a file is read or written: `predict` may not need it
     import torch
@@ -39,8 +42,17 @@ class LoadedModel:
     path: str = ""
 
 
+def shipped_model_path(name: str = "default") -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / f"{name}.pt"
+
+
 def default_model_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "assets" / "default.pt"
+    return shipped_model_path("default")
+
+
+def model_file(model: str | Path) -> Path:
+    """A ``--model`` value as a file: a shipped name ("default", "accurate") or a path."""
+    return shipped_model_path(str(model)) if str(model) in SHIPPED else Path(model)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -165,8 +177,10 @@ def write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def save_ensemble(path: str | Path, member_paths: list[str | Path], threshold: float | None = None,
-                  extra: dict[str, Any] | None = None) -> Path:
-    """Write the members' model files as one ensemble file; threshold: given, else the members' mean."""
+                  extra: dict[str, Any] | None = None, tta: bool = False) -> Path:
+    """Write the members' model files as one ensemble file; threshold: given, else the members' mean.
+    ``tta``: the file asks for 8-fold dihedral test-time augmentation wherever it runs (its threshold and
+    its measured accuracy then belong to the averaged views)."""
     import torch
 
     from mitotype.io import atomic_write, provenance
@@ -189,7 +203,7 @@ def save_ensemble(path: str | Path, member_paths: list[str | Path], threshold: f
     if not 0.0 <= threshold <= 1.0:
         raise MitotypeError(f"ensemble threshold must be in [0, 1], got {threshold}")
     payload = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "members": members,
-               "threshold": float(threshold), **{k: members[0][k] for k in PREPROCESSING},
+               "threshold": float(threshold), "tta": bool(tta), **{k: members[0][k] for k in PREPROCESSING},
                "provenance": _plain(provenance()),
                "extra": _plain({"members": [str(p) for p in member_paths], **(extra or {})})}
     path = Path(path)
@@ -201,12 +215,10 @@ def save_ensemble(path: str | Path, member_paths: list[str | Path], threshold: f
 def load_model(path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the network from the stored config (no pretrained download) and load the weights; an
     ensemble file loads as one :class:`~mitotype.models.ensemble.EnsembleNet`."""
-    if str(path) == "default":
-        path = default_model_path()
-        if not path.is_file():
-            raise MitotypeError(f"{path}: no default model is shipped in this installation yet; give a model "
-                                "file trained with `mitotype train` (e.g. --model RUN_DIR/model.pt)")
-    path = Path(path)
+    if str(path) in SHIPPED and not model_file(path).is_file():
+        raise MitotypeError(f"{model_file(path)}: no {path!r} model is shipped in this installation; give a "
+                            "model file trained with `mitotype train` (e.g. --model RUN_DIR/model.pt)")
+    path = model_file(path)
     payload = read_payload(path)
     if payload.get("format") == ENSEMBLE_FORMAT:
         from mitotype.models.ensemble import EnsembleNet

@@ -33,7 +33,7 @@ from mitotype.io import sha256_file
 
 DEFAULT_OPSET = 17
 # Bump when the exported graph or its metadata change meaning: cached files of older formats are rebuilt.
-GRAPH_FORMAT = 2
+GRAPH_FORMAT = 3  # 3: "tta" (the model asks for 8-fold dihedral averaging)
 EXPORT_FAILED = "onnx_export_failed"  # meta key of a LoadedModel whose export open_model could not do
 
 
@@ -54,6 +54,7 @@ def metadata(loaded: Any) -> dict[str, str]:
         "mpp": str(m.mpp),
         "resize": "bilinear (antialiased) from crop_size to input_size",
         "threshold": repr(float(loaded.threshold)),
+        "tta": "1" if (loaded.meta or {}).get("tta") else "0",
         "class_names": json.dumps(["normal", "atypical"]),
         "encoder": m.encoder,
         "source_model_sha256": sha256_file(loaded.path) if getattr(loaded, "path", "") else "",
@@ -267,18 +268,18 @@ def _from_graph(classifier: OnnxClassifier, model_path: Path) -> OnnxModel:
     meta = classifier.metadata
     cfg = config_from_dict(json.loads(meta["run_config"]), where=f"{classifier.path} (stored config)")
     pre = {"crop_size": int(meta["crop_size"]), "input_size": int(meta["input_size"]),
-           "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]), "mpp": float(meta["mpp"])}
+           "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]), "mpp": float(meta["mpp"]),
+           "tta": meta.get("tta") == "1"}
     return OnnxModel(config=cfg, threshold=float(meta["threshold"]), meta=pre, path=str(model_path),
                      classifier=classifier)
 
 
-def packaged_graph() -> Path:
-    """The shipped default model's graph, built with `mitotype export --model default --onnx
-    src/mitotype/assets/default.onnx` (tests/predict/test_onnx.py fails when it no longer describes
-    default.pt)."""
-    from mitotype.models.modelfile import default_model_path
+def packaged_graph(name: str = "default") -> Path:
+    """A shipped model's graph, built with `mitotype export --model NAME --onnx src/mitotype/assets/NAME.onnx`
+    (tests/predict/test_onnx.py fails when it no longer describes NAME.pt)."""
+    from mitotype.models.modelfile import shipped_model_path
 
-    return default_model_path().with_suffix(".onnx")
+    return shipped_model_path(name).with_suffix(".onnx")
 
 
 def open_model(model: str | Path = "default", device: str = "cpu", threads: int | None = None,
@@ -287,17 +288,17 @@ def open_model(model: str | Path = "default", device: str = "cpu", threads: int 
     graph of this exact file content is there (no torch import), else the LoadedModel, exported into the
     cache and opened (:class:`OnnxModel`). A model that cannot be exported comes back as the LoadedModel,
     which ``predict_proba(backend="auto")`` runs with PyTorch."""
-    from mitotype.models.modelfile import default_model_path
+    from mitotype.models.modelfile import SHIPPED, model_file, shipped_model_path
 
-    path = default_model_path() if str(model) == "default" else Path(model)
+    path = model_file(model)
     if not path.is_file():
         from mitotype.models.modelfile import load_model
 
         return load_model(model, device=device)  # its error message says what is missing
     sha = sha256_file(path)
     # the shipped model's graph ships beside it (a container starts with an empty cache), else the cache
-    shipped = path.resolve() == default_model_path().resolve()  # also through the container's link
-    candidates = [packaged_graph()] if shipped and opset == DEFAULT_OPSET else []
+    shipped = [n for n in SHIPPED if path.resolve() == shipped_model_path(n).resolve()]  # also through a link
+    candidates = [packaged_graph(shipped[0])] if shipped and opset == DEFAULT_OPSET else []
     for cached in [*candidates, cached_path(sha, opset)]:
         if cached.is_file():
             with contextlib.suppress(MitotypeError):  # damaged after it was written: rebuilt below

@@ -302,7 +302,7 @@ def predict(
         sources, indices, xy = [f.path for f in figures], [f.page or 0 for f in figures], None
     threshold = ensemble_threshold(models)
     info = {"models": [str(m) for m in model_paths], "thresholds": [float(m.threshold) for m in models],
-            "threshold": threshold, "tta": tta, "backend": predictor.backend, "crop_size": crop_size,
+            "threshold": threshold, "tta": predictor.tta, "backend": predictor.backend, "crop_size": crop_size,
             "mpp": models[0].config.model.mpp, "slide": str(slide) if slide else None,
             "slide_mpp": slide_mpp, "shard": f"{shard[0]}/{shard[1]}" if shard else None}
     return make_rows(sources, indices, probs, threshold, xy), info

@@ -26,9 +26,9 @@ def teacher_probs(teacher: str, images: np.ndarray, tta: bool = True, batch_size
     from mitotype.data.cache import cache_dir
     from mitotype.io import sha256_file, write_bytes
     from mitotype.models.inference import predict_proba
-    from mitotype.models.modelfile import default_model_path, load_model
+    from mitotype.models.modelfile import load_model, model_file
 
-    path = default_model_path() if teacher == "default" else teacher
+    path = model_file(teacher)
     try:
         digest = hashlib.sha256(sha256_file(path).encode())
     except OSError:
