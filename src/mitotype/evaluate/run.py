@@ -72,11 +72,12 @@ def ensemble_threshold(models: Sequence[Any], threshold: float | None = None) ->
 
 def predict_members(models: Sequence[Any], images: np.ndarray, batch_size: int = 64, tta: bool = False,
                     device: str = "cpu", progress: bool = False) -> np.ndarray:
-    """(n_models, N) P(atypical) per model; their mean is the ensemble's (as ``predict_proba`` averages)."""
+    """(n_models, N) P(atypical) per model; their mean is the ensemble's (as ``predict_proba`` averages).
+    The backend is predict's (``auto``: onnxruntime on CPU), so that evaluate scores what predict answers."""
     from mitotype.models.inference import predict_proba
 
     return np.stack([predict_proba([m], images, batch_size=batch_size, tta=tta, device=device,
-                                   progress=progress) for m in models])
+                                   progress=progress, backend="auto") for m in models])
 
 
 def write_predictions(path: str | Path, figures: Sequence, probs: np.ndarray, threshold: float,
