@@ -55,8 +55,8 @@ def ddp_run(specs, imagenet_file, tmp_path_factory) -> Path:  # noqa: F811
     out = tmp_path_factory.mktemp("ddp") / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), *specs, str(out), *FAST, f"model.weights={imagenet_file}"], capture_output=True, text=True,
-                          env=env, timeout=240, check=False)
+    command = [sys.executable, str(SCRIPT), *specs, str(out), *FAST, f"model.weights={imagenet_file}"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
