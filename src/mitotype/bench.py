@@ -546,27 +546,16 @@ def bench_training(configs: list[tuple[str, str, list[str], int]], steps: int = 
     return rows
 
 
-def decoders_worker(spec: dict[str, Any]) -> list[dict]:
-    """In a fresh process: every decoder setting back to back (mitotype.train.speed.compare_decoders)."""
-    import torch
-
-    from mitotype.train.speed import DECODER_SETTINGS, compare_decoders
-
-    torch.set_num_threads(spec["threads"])
-    settings = [DECODER_SETTINGS[i] for i in (0, 1, 4)] if spec["quick"] else DECODER_SETTINGS
-    return compare_decoders(spec["batch"], spec["steps"], spec["rounds"], settings,
-                            progress=lambda text: print(text, file=sys.stderr, flush=True))
-
-
 def bench_decoders(quick: bool = False, threads: int = 1, batch: int = 32,
                    progress: Callable[[str], None] = print) -> list[dict]:
     """The auxiliary-decoder settings against the single-task twin, all in one subprocess, interleaved
     (rounds) and back to back, so that the other jobs of a shared machine shift them alike; ``ratio`` =
     speed per CPU-second relative to single-task (1 / the step's cost)."""
-    spec = {"threads": threads, "batch": batch, "steps": 2 if quick else 4, "rounds": 2,
-            "quick": quick}
-    proc = subprocess.run([sys.executable, "-m", "mitotype.bench", "--decoders-worker", json.dumps(spec)],
-                          capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    steps, rounds = (2 if quick else 4), 2
+    command = [sys.executable, "-m", "mitotype.train.speed", "--decoders", "--json", "--threads", str(threads),
+               "--batch-size", str(batch), "--steps", str(steps), "--rounds", str(rounds)] + (["--quick"] * quick)
+    proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
         progress(f"training decoders: failed\n{proc.stderr[-2000:]}")
         return []
@@ -576,7 +565,7 @@ def bench_decoders(quick: bool = False, threads: int = 1, batch: int = 32,
                      "threads": threads, "batch": batch, "patches_per_s": res["patches_per_s"],
                      "ms_per_batch": 1000 * batch / res["patches_per_s"],
                      "patches_per_cpu_s": res["patches_per_cpu_s"], "ratio": 1 / res["cost"], "cost": res["cost"],
-                     "runs": spec["steps"] * spec["rounds"], "load": round(load(), 1)})
+                     "runs": steps * rounds, "load": round(load(), 1)})
         progress(f"training {res['setting']}: {res['cost']:.2f}x the single-task step per CPU-second")
     return rows
 
@@ -689,7 +678,5 @@ def table(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--train-worker":
         print(json.dumps(train_worker(json.loads(sys.argv[2]))))
-    elif len(sys.argv) == 3 and sys.argv[1] == "--decoders-worker":
-        print(json.dumps(decoders_worker(json.loads(sys.argv[2]))))
     else:
         sys.exit("usage: mitotype bench [--quick] (this module's own entry point is for its training workers)")

@@ -17,7 +17,9 @@ wall clock and per CPU-second (this process and its worker processes). Numbers: 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +38,8 @@ DECODER_SETTINGS = [
     ("multi-task, shared decoder to stride 8 (128, 64)", "cpu_mtl",
      ["model.shared_decoder=true", "model.decoder_channels=[128,64]"]),
 ]
+
+QUICK_DECODERS = (0, 1, 4)  # single-task, today's decoders, the shared narrow one
 
 
 def compare_decoders(batch_size: int = 32, steps: int = 4, rounds: int = 2, settings=None,
@@ -169,13 +173,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=6, help="timed batches per setting (--data)")
     parser.add_argument("--decoders", action="store_true", help="compare the decoder settings (see above)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per setting (--decoders)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--decoders: single-task, today's decoders and the cheapest setting only")
+    parser.add_argument("--json", action="store_true", help="--decoders: the rows as one JSON line (mitotype bench)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.decoders:
+        settings = [DECODER_SETTINGS[i] for i in QUICK_DECODERS] if args.quick else DECODER_SETTINGS
+        if args.json:  # progress to stderr, the rows on stdout
+            rows = compare_decoders(args.batch_size, args.steps, args.rounds, settings,
+                                    progress=lambda text: print(text, file=sys.stderr, flush=True))
+            print(json.dumps(rows))
+            return
         print(f"load average {os.getloadavg()[0]:.1f}; threads={torch.get_num_threads()} batch={args.batch_size}")
-        rows = compare_decoders(args.batch_size, args.steps, args.rounds)
+        rows = compare_decoders(args.batch_size, args.steps, args.rounds, settings)
         print("| setting | patches/CPU-s | step cost vs single-task |\n|---|---:|---:|")
         for r in rows:
             print(f"| {r['setting']} | {r['patches_per_cpu_s']:.1f} | {r['cost']:.2f}x |")
