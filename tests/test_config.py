@@ -80,6 +80,9 @@ def test_ints_become_floats_and_lists_become_tuples():
         ({"model": {"segmentation": [1]}}, "config.model.segmentation: expected a mapping"),
         ({"model": {"segmentation": {"weigth": 1}}}, "unknown key(s) ['weigth']"),
         ({"model": 3}, "config.model: expected a mapping"),
+        ({"model": {"decoder_channels": [], "localisation": True}}, "model.decoder_channels must hold at least one"),
+        ({"model": {"decoder_channels": [64, 0]}}, "model.decoder_channels must be >= 1, got [64, 0]"),
+        ({"model": {"shared_decoder": "yes"}}, "config.model.shared_decoder: expected true/false"),
     ],
 )
 def test_bad_values_are_named(data, message):

@@ -4,7 +4,8 @@ Sections, each a list of rows (dicts) that :func:`table` prints:
 
 * ``e2e``: ``mitotype predict`` over the AMi-Br crops and ``mitotype challenge`` on the track-2 stack as
   users run them, each in a fresh process (start, imports, decoding, network, output), eager torch vs the
-  folded torch and onnxruntime defaults; ``ms/batch`` is the whole command there;
+  folded torch and onnxruntime defaults; ``ms/batch`` is the whole command there; and the challenge's
+  model time alone (preprocessing + network on the decoded stack, in process);
 * ``inference``: the default model's classification path, PyTorch eager (NCHW, channels-last, bf16
   autocast) vs onnxruntime (fp32, int8 dynamic quantisation), batch 1/16/64/256, 1 and 2 threads;
 * ``baseline``: the official challenge baseline's architecture (timm ``efficientnetv2_m``, 224 px, random
@@ -12,7 +13,8 @@ Sections, each a list of rows (dicts) that :func:`table` prints:
 * ``flops``: FLOPs per patch (``torch.utils.flop_counter``) and the fraction of this CPU's estimated peak
   that the measured speed implies;
 * ``training``: forward + backward + AdamW step of single-task vs multi-task vs the paper's ResNet-50,
-  patches/s and peak RSS, each in a fresh subprocess (peak RSS is per process).
+  patches/s and peak RSS, each in a fresh subprocess (peak RSS is per process); then the auxiliary-decoder
+  settings of ``train.speed.DECODER_SETTINGS`` against single-task, back to back in one subprocess.
 
 Every figure is the median of several timed runs after a warm-up. Comparisons are ratios of figures taken
 in the same benchmark run. The machine is shared, so each row also gives patches per CPU-second (the
@@ -248,6 +250,27 @@ def bench_stack(loaded, stack: Path | None, threads: int = 1) -> list[dict]:
     n_pages = len(end_to_end())
     return [row("stack", f"read + preprocess + predict (torch eager, in process), {stack.name}", threads, n_pages,
                 time_call(end_to_end))]
+
+
+def bench_challenge_model(stack: Path | None, threads: int = 1) -> list[dict]:
+    """The challenge stack's model time alone, apart from the command's cold wall time: its pages decoded
+    once, then what ``run_challenge`` does with them on the default backend (crop, resize, normalise,
+    network), in this process with the model open and warm."""
+    from mitotype.data.images import load_images
+    from mitotype.models.inference import Predictor
+    from mitotype.models.modelfile import default_model_path
+    from mitotype.predict.challenge import stack_figures
+    from mitotype.predict.run import load_models
+
+    if stack is None or not stack.is_file() or not default_model_path().is_file():
+        return []
+    models = load_models(["default"], "cpu", "auto", threads)
+    images = load_images(stack_figures(stack), size=max(m.config.model.crop_size for m in models))
+    predictor = Predictor(models, "auto", "cpu", threads=threads)
+    timing = time_call(lambda: predictor(images, 64))
+    return [row("e2e", f"challenge model time alone ({len(images)} pages decoded: preprocess + network, "
+                       f"{predictor.backend}, in process)", threads, len(images), timing,
+                seconds=round(timing["wall"], 4))]
 
 
 # --- end to end: the commands users run, each in a fresh process ------------------------------------------
@@ -523,6 +546,30 @@ def bench_training(configs: list[tuple[str, str, list[str], int]], steps: int = 
     return rows
 
 
+def bench_decoders(quick: bool = False, threads: int = 1, batch: int = 32,
+                   progress: Callable[[str], None] = print) -> list[dict]:
+    """The auxiliary-decoder settings against the single-task twin, all in one subprocess, interleaved
+    (rounds) and back to back, so that the other jobs of a shared machine shift them alike; ``ratio`` =
+    speed per CPU-second relative to single-task (1 / the step's cost)."""
+    steps, rounds = (2 if quick else 4), 2
+    command = [sys.executable, "-m", "mitotype.train.speed", "--decoders", "--json", "--threads", str(threads),
+               "--batch-size", str(batch), "--steps", str(steps), "--rounds", str(rounds)] + (["--quick"] * quick)
+    proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        progress(f"training decoders: failed\n{proc.stderr[-2000:]}")
+        return []
+    rows = []
+    for res in json.loads(proc.stdout.strip().splitlines()[-1]):
+        rows.append({"section": "training", "setting": f"{res['setting']}, one process (tv_mobilenet_v2, 128 px)",
+                     "threads": threads, "batch": batch, "patches_per_s": res["patches_per_s"],
+                     "ms_per_batch": 1000 * batch / res["patches_per_s"],
+                     "patches_per_cpu_s": res["patches_per_cpu_s"], "ratio": 1 / res["cost"], "cost": res["cost"],
+                     "runs": steps * rounds, "load": round(load(), 1)})
+        progress(f"training {res['setting']}: {res['cost']:.2f}x the single-task step per CPU-second")
+    return rows
+
+
 # --- the whole run and its table --------------------------------------------------------------------------
 
 def run_all(quick: bool = False,
@@ -551,6 +598,9 @@ def run_all(quick: bool = False,
     if "e2e" in sections:
         amibr = Path(os.environ.get("MITOTYPE_BENCH_AMIBR", data / "amibr" / "patches"))
         rows += bench_e2e(amibr, stack, quick=quick, progress=progress)
+        rows += bench_challenge_model(stack)
+        if rows and rows[-1]["setting"].startswith("challenge model time"):
+            progress(f"e2e challenge model time alone: {rows[-1]['seconds']:.3f} s")
     if "inference" in sections:
         inference_rows = bench_inference(loaded, (1, 64) if quick else (1, 16, 64, 256),
                                          (1,) if quick else (1, 2), extra=not quick, progress=progress)
@@ -568,11 +618,14 @@ def run_all(quick: bool = False,
         rows += bench_flops(loaded, inference_rows, baseline_rows, info["peak_gflops"], info["cores"])
     if "training" in sections:
         # Training here is the default's own 2-core setting minus the contention of a shared machine: one
-        # thread (see docs/PERFORMANCE.md). The ResNet-50 at 224 px takes batch 4 to stay within minutes.
+        # thread (see docs/PERFORMANCE.md). Peak memory needs a process per config; the step-cost ratios
+        # of the decoder settings come from one process (bench_decoders). The ResNet-50 at 224 px takes
+        # batch 4 to stay within minutes.
         configs = [("single-task", "cpu_stl", [], 8), ("multi-task", "cpu_mtl", [], 8)]
         if not quick:
             configs.append(("paper: ResNet-50 multi-task", "paper", [], 4))
         rows += bench_training(configs, steps=2 if quick else 3, progress=progress)
+        rows += bench_decoders(quick, progress=progress)
     result.update(rows=rows, load_end=list(os.getloadavg()), seconds=round(time.perf_counter() - started, 1))
     return result
 

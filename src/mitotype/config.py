@@ -52,9 +52,12 @@ class ModelConfig:
     # Classification head: global pooling, then len(head_hidden)+1 fully connected layers with ReLU.
     head_hidden: tuple[int, ...] = (512, 256)
     head_dropout: float = 0.3
-    # U-Net-like decoders: one channel width per x2 up-sampling block (3 blocks in the paper).
+    # U-Net-like decoders: one channel width per x2 up-sampling block (3 blocks in the paper). The number
+    # of blocks is where the decoder stops: 3 on MobileNetV2 end at stride 4, 2 at stride 8; the heads'
+    # logits are bilinearly up-sampled and the losses taken at full resolution either way.
     decoder_channels: tuple[int, ...] = (128, 64, 32)
     # One decoder per dense task (the paper) or one decoder shared by all tasks with a 1x1 head each.
+    # Cheaper settings and their training cost: docs/PERFORMANCE.md (training).
     shared_decoder: bool = False
     heatmap_loss: str = "mse"  # mse | focal (penalty-reduced focal loss, CenterNet style)
     segmentation: TaskConfig = field(default_factory=TaskConfig)
@@ -297,6 +300,9 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
         _check(key, value, rule, expects, where)
     for name in ("segmentation", "pixel_classes", "localisation", "background_swap"):
         _check(f"model.{name}.weight", getattr(cfg.model, name).weight, *TASK_WEIGHT, where)
+    if not cfg.model.decoder_channels and (cfg.model.dense_tasks or cfg.model.mask_pooling):
+        raise MitotypeError(f"{where}: model.decoder_channels must hold at least one width (one per decoder "
+                            f"block) when a dense task or mask pooling is on, got []")
     low, high = cfg.augment.affine_scale
     if low > high:
         raise MitotypeError(f"{where}: augment.affine_scale must be [low, high] with low <= high, got {[low, high]}")

@@ -64,6 +64,36 @@ def test_shared_decoder():
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in separate.parameters())
 
 
+@pytest.mark.parametrize(("shared", "widths"), [(True, (64, 32, 16)), (False, (64, 32, 16)), (True, (128, 64))])
+def test_cheaper_decoders_keep_full_resolution_outputs(shared, widths):
+    """Shared trunk, narrower blocks, or two blocks (stopping at stride 8): the heads' logits are
+    up-sampled to the input, so the losses and targets are those of the default decoders."""
+    cheap = create_model(make_cfg("tv_mobilenet_v2", shared_decoder=shared, decoder_channels=widths)).train()
+    out = cheap(torch.rand(2, 3, 64, 64))
+    assert out.mask.shape == (2, 1, 64, 64) and out.classes.shape == (2, 3, 64, 64)
+    assert out.heatmap.shape == (2, 1, 64, 64)
+    assert cheap.decoders[next(iter(cheap.decoders))].out_channels == widths[-1]
+    default = create_model(make_cfg("tv_mobilenet_v2"))
+    assert sum(p.numel() for p in cheap.parameters()) < sum(p.numel() for p in default.parameters())
+
+
+def test_default_decoders_keep_the_shipped_model_file_layout():
+    """The default decoder settings build exactly the weights the shipped default.pt holds (it still loads)."""
+    from mitotype.config import config_from_dict
+    from mitotype.models.modelfile import default_model_path
+
+    payload = torch.load(default_model_path(), map_location="cpu", weights_only=False)
+    shipped = config_from_dict(payload["config"]).model
+    assert (shipped.shared_decoder, shipped.decoder_channels) == (False, ModelConfig().decoder_channels)
+    cfg = make_cfg("tv_mobilenet_v2")
+    assert sorted(create_model(cfg).state_dict()) == sorted(payload["state_dict"])
+
+
+def test_too_many_decoder_blocks_are_named():
+    with pytest.raises(MitotypeError, match="model.decoder_channels: 5 decoder blocks need 6 encoder levels"):
+        create_model(make_cfg("tv_mobilenet_v2", decoder_channels=(8, 8, 8, 8, 8)))
+
+
 def test_head_has_three_linear_layers_with_configured_widths():
     model = create_model(ModelConfig(encoder="test_resnet", pretrained=False, head_hidden=(32, 16)))
     linears = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]

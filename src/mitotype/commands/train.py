@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from mitotype.train.run import train
 
     model_path = train(cfg, data, out, val_spec=val, resume=args.resume, progress=not args.no_progress)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # DDP: the other processes say nothing; rank 0 reports the run
+        return 0
     print(f"model: {model_path}")
     metrics = out / "val_metrics.json"
     if metrics.is_file():

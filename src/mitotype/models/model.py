@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mitotype.config import ModelConfig
+from mitotype.errors import MitotypeError
 from mitotype.models.decoder import DenseHead, UnetDecoder
 from mitotype.models.heads import ClassificationHead
 
@@ -38,6 +39,10 @@ class MitoNet(nn.Module):
         channels = list(encoder.feature_info.channels())
         self.head = ClassificationHead(channels[-1], cfg.head_hidden, cfg.head_dropout)
         dec_channels = tuple(cfg.decoder_channels)
+        if self.tasks and len(dec_channels) > len(channels) - 1:
+            raise MitotypeError(f"model.decoder_channels: {len(dec_channels)} decoder blocks need "
+                                f"{len(dec_channels) + 1} encoder levels; {cfg.encoder} has {len(channels)}, so "
+                                f"give at most {len(channels) - 1} widths")
         if cfg.shared_decoder and self.tasks:
             self.decoders = nn.ModuleDict({"shared": UnetDecoder(channels, dec_channels)})
         else:

@@ -139,8 +139,18 @@ class FigureDataModule(L.LightningDataModule):
             per_sample = inverse_frequency(self.train_labels, 2)[self.train_labels]
             # The global generator, whose state the checkpoints keep (train.callbacks.RngState).
             sampler = WeightedRandomSampler(per_sample, num_samples=len(per_sample), replacement=True)
+        elif self.trainer is not None and self.trainer.world_size > 1:
+            # DDP: Lightning's own DistributedSampler pads the data to a multiple of the processes with
+            # repeats; this one drops that remainder instead, so that every figure is seen at most once per
+            # epoch, as in one process. Same seed on every rank: the ranks' shares are disjoint.
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(self.train_set, num_replicas=self.trainer.world_size,
+                                         rank=self.trainer.global_rank, shuffle=True, seed=self.cfg.train.seed,
+                                         drop_last=True)
         # A last batch of one patch breaks batch norm; drop the ragged tail when there is more than one batch.
-        drop_last = len(self.train_set) > self.cfg.train.batch_size
+        per_process = len(sampler) if sampler is not None else len(self.train_set)
+        drop_last = per_process > self.cfg.train.batch_size
         return self._loader(self.train_set, shuffle=True, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:

@@ -54,6 +54,7 @@ class MitoModule(L.LightningModule):
         self.register_buffer("domain_weight", domain_weights, persistent=False)
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        self._val_index: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, dense: bool | None = None):
         if self.cfg.train.channels_last:
@@ -91,7 +92,8 @@ class MitoModule(L.LightningModule):
 
             raise MitotypeError(f"training loss is {total.item()} at step {self.global_step} "
                                 f"(parts: { {k: float(v) for k, v in parts.items()} }); lower train.lr?")
-        self.log("train_loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        # sync_dist: the epoch's loss over every process's batches (one scalar per step under DDP)
+        self.log("train_loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         for name, value in parts.items():
             self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return total
@@ -100,6 +102,7 @@ class MitoModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_probs.clear()
         self._val_labels.clear()
+        self._val_index.clear()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch["image"], dense=False).logits.float()
@@ -107,17 +110,25 @@ class MitoModule(L.LightningModule):
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0], sync_dist=True)
         self._val_probs.append(logits.softmax(dim=1)[:, 1].detach())
         self._val_labels.append(batch["label"].detach())
+        self._val_index.append(batch["index"].detach())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:
             return
         probs, labels = torch.cat(self._val_probs), torch.cat(self._val_labels)
-        if self.trainer.world_size > 1:  # every rank saw a shard; metrics need all of them
-            probs = self.all_gather(probs).reshape(-1)
-            labels = self.all_gather(labels).reshape(-1)
+        if self.trainer.world_size > 1:
+            probs, labels = self._gather_validation(probs, labels, torch.cat(self._val_index))
         metrics = validation_metrics(labels.cpu().numpy(), probs.cpu().numpy())
         self.log("val_bacc", metrics["balanced_accuracy"], prog_bar=True, sync_dist=False)
         self.log("val_auroc", metrics["auroc"], prog_bar=True, sync_dist=False)
+
+    def _gather_validation(self, probs, labels, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """DDP: every rank saw a shard of the validation part, padded by Lightning's sampler with repeats
+        to equal sizes; the metrics need every figure exactly once, as in one process."""
+        probs, labels, index = (self.all_gather(t).reshape(-1) for t in (probs, labels, index))
+        _, first = np.unique(index.cpu().numpy(), return_index=True)
+        keep = torch.as_tensor(first, device=probs.device)
+        return probs[keep], labels[keep]
 
     # -- optimisation -----------------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -2,6 +2,11 @@
 
     python -m mitotype.train.speed --config configs/cpu_mtl.yaml --threads 1 [-- key=value ...]
     python -m mitotype.train.speed --config configs/cpu_mtl.yaml --data SPEC --workers 0 1 --batches 6
+    python -m mitotype.train.speed --decoders --threads 1 --batch-size 32 --rounds 2
+
+``--decoders``: the auxiliary-decoder settings of :data:`DECODER_SETTINGS` against the single-task twin, in
+this one process, back to back and interleaved over ``--rounds`` (ratios of figures taken minutes apart on a
+shared machine would mostly measure the other jobs).
 
 Without ``--data``: forward + backward + AdamW step of the configured network and loss on a synthetic
 batch with every training target (no data pipeline). With ``--data``: whole training steps on real data
@@ -12,10 +17,53 @@ wall clock and per CPU-second (this process and its worker processes). Numbers: 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+# (label, config in configs/, overrides): the single-task twin first (the ratios' reference), today's
+# decoders, then the cheaper ones (docs/PERFORMANCE.md, training).
+DECODER_SETTINGS = [
+    ("single-task", "cpu_stl", []),
+    ("multi-task, 3 decoders (128, 64, 32)", "cpu_mtl", []),
+    ("multi-task, shared decoder", "cpu_mtl", ["model.shared_decoder=true"]),
+    ("multi-task, 3 narrow decoders (64, 32, 16)", "cpu_mtl", ["model.decoder_channels=[64,32,16]"]),
+    ("multi-task, shared narrow decoder (64, 32, 16)", "cpu_mtl",
+     ["model.shared_decoder=true", "model.decoder_channels=[64,32,16]"]),
+    ("multi-task, shared decoder to stride 8 (128, 64)", "cpu_mtl",
+     ["model.shared_decoder=true", "model.decoder_channels=[128,64]"]),
+]
+
+QUICK_DECODERS = (0, 1, 4)  # single-task, today's decoders, the shared narrow one
+
+
+def compare_decoders(batch_size: int = 32, steps: int = 4, rounds: int = 2, settings=None,
+                     progress=print) -> list[dict]:
+    """Patches per CPU-second (and per second of wall clock, same round) of each decoder setting, the best
+    of ``rounds`` interleaved ones, and its step's cost relative to the first setting (``cost`` = first's
+    patches/CPU-s / this one's)."""
+    from mitotype.config import load_config
+
+    configs = REPO_CONFIGS
+    settings = settings or DECODER_SETTINGS
+    best: dict[str, tuple[float, float]] = {}  # label -> (cpu, wall) of its best round
+    # a fresh process's first steps also pay for oneDNN's kernels and the allocator's growth: not timed
+    measure(load_config(configs / f"{settings[0][1]}.yaml", ["model.pretrained=false", *settings[0][2]]),
+            "32", True, batch_size, steps=1, warmup=1)
+    for r in range(rounds):
+        for label, name, overrides in settings:
+            cfg = load_config(configs / f"{name}.yaml", ["model.pretrained=false", *overrides])
+            wall, cpu = measure(cfg, "32", cfg.train.channels_last, batch_size, steps, warmup=1)
+            best[label] = max(best.get(label, (0.0, 0.0)), (cpu, wall))
+            progress(f"round {r + 1} {label}: {cpu:.1f} patches/CPU-s (load {os.getloadavg()[0]:.1f})")
+    first = best[settings[0][0]][0]
+    return [{"setting": label, "overrides": overrides, "patches_per_cpu_s": best[label][0],
+             "patches_per_s": best[label][1], "cost": first / best[label][0]} for label, _, overrides in settings]
 
 
 def synthetic_batch(cfg, batch_size: int) -> dict[str, torch.Tensor]:
@@ -123,10 +171,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", metavar="SPEC", help="time whole steps on these data instead (needs --workers)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="DataLoader workers to try (--data)")
     parser.add_argument("--batches", type=int, default=6, help="timed batches per setting (--data)")
+    parser.add_argument("--decoders", action="store_true", help="compare the decoder settings (see above)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per setting (--decoders)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--decoders: single-task, today's decoders and the cheapest setting only")
+    parser.add_argument("--json", action="store_true", help="--decoders: the rows as one JSON line (mitotype bench)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.decoders:
+        settings = [DECODER_SETTINGS[i] for i in QUICK_DECODERS] if args.quick else DECODER_SETTINGS
+        if args.json:  # progress to stderr, the rows on stdout
+            rows = compare_decoders(args.batch_size, args.steps, args.rounds, settings,
+                                    progress=lambda text: print(text, file=sys.stderr, flush=True))
+            print(json.dumps(rows))
+            return
+        print(f"load average {os.getloadavg()[0]:.1f}; threads={torch.get_num_threads()} batch={args.batch_size}")
+        rows = compare_decoders(args.batch_size, args.steps, args.rounds, settings)
+        print("| setting | patches/CPU-s | step cost vs single-task |\n|---|---:|---:|")
+        for r in rows:
+            print(f"| {r['setting']} | {r['patches_per_cpu_s']:.1f} | {r['cost']:.2f}x |")
+        return
     cfg = load_config(args.config, args.overrides)
     print(f"load average {os.getloadavg()[0]:.1f}; encoder={cfg.model.encoder} input={cfg.model.input_size} "
           f"tasks={cfg.model.dense_tasks} "
