@@ -127,13 +127,15 @@ def test_newer_format_version(saved):
 def test_default_model(monkeypatch, tmp_path, saved):
     import mitotype.models.modelfile as mf
 
-    monkeypatch.setattr(mf, "default_model_path", lambda: tmp_path / "assets" / "default.pt")
-    with pytest.raises(MitotypeError, match="default.pt: no default model"):
+    monkeypatch.setattr(mf, "shipped_model_path", lambda name="default": tmp_path / "assets" / f"{name}.pt")
+    with pytest.raises(MitotypeError, match="default.pt: no 'default' model"):
         load_model("default")
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "default.pt").write_bytes(saved[0].read_bytes())
     assert load_model("default").threshold == pytest.approx(0.37)
     assert default_model_path().name == "default.pt"
+    with pytest.raises(MitotypeError, match="accurate.pt: no 'accurate' model"):
+        load_model("accurate")
 
 
 def test_save_unwraps_wrappers(tmp_path):

@@ -51,7 +51,7 @@ def test_challenge_with_default_model(track2_root, tmp_path, default_model):
 
 def test_default_model_separates_held_out_amibr_figures(amibr_root, default_model):
     """It was trained on the AMi-Br train split only; on 200 held-out test figures it must rank well
-    (full test split: AUROC 0.869, docs/RESULTS.md)."""
+    (full test split: AUROC 0.889, docs/RESULTS.md section 5)."""
     from sklearn.metrics import roc_auc_score
 
     from mitotype.data.images import load_images
@@ -64,3 +64,18 @@ def test_default_model_separates_held_out_amibr_figures(amibr_root, default_mode
     probs = predict_proba([default_model], load_images(pick), batch_size=50)
     labels = np.array([f.label for f in pick])
     assert roc_auc_score(labels, probs) > 0.75
+
+
+def test_the_accurate_model_is_a_shipped_ensemble_with_tta(amibr_root):
+    """`--model accurate`: the 3-seed 224 px ensemble the default was distilled from; its file asks for TTA."""
+    from mitotype.models.ensemble import EnsembleNet
+    from mitotype.models.modelfile import model_file
+
+    path = model_file("accurate")
+    if not path.is_file():
+        pytest.fail(f"the accurate model is not shipped at {path}")
+    loaded = load_model("accurate")
+    assert isinstance(loaded.model, EnsembleNet) and len(loaded.model.members) == 3
+    assert loaded.meta["tta"] is True and loaded.config.model.input_size == 224
+    assert 0.0 < loaded.threshold < 1.0
+    assert path.stat().st_size < 40 * 1024 * 1024
