@@ -37,11 +37,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mitotype.config import DENSE_TASKS  # plain data: no torch import
+
 REPO = Path(__file__).resolve().parents[2]
-ALL_TASKS = ["model.segmentation.enabled=true", "model.pixel_classes.enabled=true",
-             "model.localisation.enabled=true"]
-NO_TASKS = ["model.segmentation.enabled=false", "model.pixel_classes.enabled=false",
-            "model.localisation.enabled=false", "model.mask_pooling=false", "model.background_swap.enabled=false"]
+ALL_TASKS = [f"model.{task}.enabled=true" for task in DENSE_TASKS]
+NO_TASKS = [f"model.{task}.enabled=false" for task in DENSE_TASKS] + [
+    "model.mask_pooling=false", "model.background_swap.enabled=false"]
 # Used only while the repository lacks configs/<name>.yaml (the rows then say "fallback").
 FALLBACKS = {"cpu_mtl": ALL_TASKS, "cpu_stl": NO_TASKS,
              "paper": ["model.encoder=resnetv2_50", "model.input_size=224", *ALL_TASKS]}
