@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from mitotype.data.figure import LABELS, Figure
+from mitotype.data.images import IMAGE_SUFFIXES
 from mitotype.errors import MitotypeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 FIELDS = ("source", "index", "x", "y", "p_atypical", "class")
 FORMATS = (".csv", ".json", ".geojson")
 # An input this many times larger than the crop is a slide or a field of view, not a figure crop:
