@@ -80,21 +80,6 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
     return callbacks, checkpoint
 
 
-@torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader, device: torch.device,
-                   channels_last: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """P(atypical) and labels over a loader, classification path only, fp32."""
-    model.eval().to(device)
-    probs, labels = [], []
-    for batch in loader:
-        x = batch["image"].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        probs.append(model.predict_proba(x).float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
-
-
 def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | None = None,
           resume: bool = False, *, callbacks: list | None = None, progress: bool = True) -> Path:
     """Train one model; returns ``out_dir/model.pt``.
@@ -164,7 +149,14 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
     else:
         best_epoch = trainer.current_epoch - 1
     device = torch.device("cuda") if torch.cuda.is_available() and not on_cpu else torch.device("cpu")
-    probs, labels = predict_loader(module.model, data.val_dataloader(), device, t.channels_last)
+    # the one inference path (models.inference), eager torch as the reference: the validation P(atypical)
+    # the threshold is tuned on is what predict computes for these crops
+    from mitotype.models.inference import predict_proba
+    from mitotype.models.modelfile import LoadedModel
+
+    probs = predict_proba([LoadedModel(module.model, cfg, 0.5)], data.val_set.images, batch_size=t.batch_size,
+                          device=str(device), backend="torch-eager")
+    labels = np.asarray(data.val_set.labels)
     try:
         threshold = tune_threshold(labels, probs)
     except MitotypeError as exc:  # e.g. a validation set with one class: keep the model, say so
