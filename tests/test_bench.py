@@ -57,7 +57,7 @@ def test_table_prints_every_row():
     assert "| ours | 0.200 |" in text
 
 
-def test_run_config_reads_the_repository_configs():
+def test_run_config_reads_the_configs_the_package_ships():
     cfg, source = bench.run_config("cpu_mtl")
     assert source == "configs/cpu_mtl.yaml" and cfg.model.pretrained is False
     assert cfg.model.dense_tasks == ["segmentation", "pixel_classes", "localisation"]

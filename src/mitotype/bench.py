@@ -39,14 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-ALL_TASKS = ["model.segmentation.enabled=true", "model.pixel_classes.enabled=true",
-             "model.localisation.enabled=true"]
-NO_TASKS = ["model.segmentation.enabled=false", "model.pixel_classes.enabled=false",
-            "model.localisation.enabled=false", "model.mask_pooling=false", "model.background_swap.enabled=false"]
-# Used only while the repository lacks configs/<name>.yaml (the rows then say "fallback").
-FALLBACKS = {"cpu_mtl": ALL_TASKS, "cpu_stl": NO_TASKS,
-             "paper": ["model.encoder=resnetv2_50", "model.input_size=224", *ALL_TASKS]}
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the clone's configs/ links here)
 # Peak fp32 FLOPs per cycle per core with AVX-512: 2 FMA units x 16 lanes x 2 (multiply + add).
 FLOPS_PER_CYCLE_AVX512 = 64
 REFERENCE = "torch fp32 channels-last"  # eager PyTorch as mitotype ran every model before onnxruntime was the default
@@ -58,11 +51,8 @@ def run_config(name: str, overrides: list[str] | None = None):
     """(RunConfig, source) for ``configs/<name>.yaml`` with random-init weights (speed does not need them)."""
     from mitotype.config import load_config
 
-    path = REPO / "configs" / f"{name}.yaml"
     fixed = ["model.pretrained=false", "model.weights=null"]
-    if path.is_file():
-        return load_config(path, fixed + list(overrides or [])), f"configs/{name}.yaml"
-    return load_config(None, FALLBACKS[name] + fixed + list(overrides or [])), f"fallback for configs/{name}.yaml"
+    return load_config(CONFIGS / f"{name}.yaml", fixed + list(overrides or [])), f"configs/{name}.yaml"
 
 
 def default_model():
@@ -366,7 +356,8 @@ def timed_processes(commands: list[list[str]], env: dict[str, str]) -> dict[str,
 
 # --- static int8 -----------------------------------------------------------------------------------------
 
-def bench_int8(loaded, amibr_root: Path, threads: int = 1, progress: Callable[[str], None] = print) -> list[dict]:
+def bench_int8(loaded, amibr_root: Path | None, threads: int = 1,
+               progress: Callable[[str], None] = print) -> list[dict]:
     """onnxruntime fp32 vs static int8 QDQ (``mitotype export --int8``: 320 training-split crops, seed 0):
     AUROC on the AMi-Br test split (826 crops) and speed at batch 64 on real test crops."""
     import numpy as np
@@ -377,7 +368,7 @@ def bench_int8(loaded, amibr_root: Path, threads: int = 1, progress: Callable[[s
     from mitotype.models.inference import normalise
     from mitotype.predict.onnx import OnnxClassifier, calibration_batch, export_onnx, quantise_int8
 
-    if not (amibr_root / "patches").is_dir() or not getattr(loaded, "path", ""):
+    if amibr_root is None or not (amibr_root / "patches").is_dir() or not getattr(loaded, "path", ""):
         return []
     m = loaded.config.model
     test = load_figures(f"amibr:{amibr_root}:split=test")
@@ -574,7 +565,10 @@ def bench_decoders(quick: bool = False, threads: int = 1, batch: int = 32,
 
 def run_all(quick: bool = False,
             sections: tuple[str, ...] = ("e2e", "inference", "int8", "baseline", "flops", "training"),
-            progress: Callable[[str], None] = print) -> dict[str, Any]:
+            progress: Callable[[str], None] = print, amibr: Path | None = None,
+            stack: Path | None = None) -> dict[str, Any]:
+    """``amibr``: the AMi-Br root (its ``patches/`` for e2e, its test split for int8); ``stack``: a MIDOG
+    track-2 stack; rows that need a missing input are left out."""
     import torch
 
     from mitotype.io import provenance
@@ -592,12 +586,8 @@ def run_all(quick: bool = False,
     progress(f"model: {source} ({loaded.config.model.encoder}, {loaded.config.model.input_size} px); "
              f"load average {load():.1f}")
     inference_rows, baseline_rows = [], []
-    data = REPO.parent / "shared" / "data"
-    stack = Path(os.environ.get("MITOTYPE_BENCH_STACK",
-                                data / "midog25-track2-example" / "input" / "stack_5.tiff"))
     if "e2e" in sections:
-        amibr = Path(os.environ.get("MITOTYPE_BENCH_AMIBR", data / "amibr" / "patches"))
-        rows += bench_e2e(amibr, stack, quick=quick, progress=progress)
+        rows += bench_e2e(None if amibr is None else Path(amibr) / "patches", stack, quick=quick, progress=progress)
         rows += bench_challenge_model(stack)
         if rows and rows[-1]["setting"].startswith("challenge model time"):
             progress(f"e2e challenge model time alone: {rows[-1]['seconds']:.3f} s")
@@ -607,8 +597,7 @@ def run_all(quick: bool = False,
         rows += inference_rows
         rows += bench_stack(loaded, stack, threads=1)
     if "int8" in sections:
-        rows += bench_int8(loaded, Path(os.environ.get("MITOTYPE_BENCH_AMIBR_ROOT", data / "amibr")),
-                           progress=progress)
+        rows += bench_int8(loaded, amibr, progress=progress)
     if "baseline" in sections:
         baseline_rows = bench_baseline(loaded, (4,) if quick else (8,))
         rows += baseline_rows

@@ -26,6 +26,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ENCODER_NORMALISATION = {f"efficientnet_lite{i}": ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502)) for i in range(3)}
 
 
+# The auxiliary dense tasks, the one list: task name (a ModelConfig field) -> (Outputs field, channels).
+# The model builds a head per entry, the loss a term per entry, bench switches them all on or off.
+DENSE_TASKS = {"segmentation": ("mask", 1), "pixel_classes": ("classes", 3), "localisation": ("heatmap", 1)}
+
+
 @dataclass
 class TaskConfig:
     """One auxiliary dense task: on/off and its loss weight."""
@@ -84,7 +89,7 @@ class ModelConfig:
 
     @property
     def dense_tasks(self) -> list[str]:
-        return [n for n in ("segmentation", "pixel_classes", "localisation") if getattr(self, n).enabled]
+        return [n for n in DENSE_TASKS if getattr(self, n).enabled]
 
 
 @dataclass

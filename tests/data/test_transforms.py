@@ -110,6 +110,17 @@ def test_colour_transforms_keep_zero_padding_black(amibr_root):
     assert (out[:, :, 31:] != torch.as_tensor(image).permute(2, 0, 1)[:, :, 31:]).float().mean() > 0.5
 
 
+def test_padding_is_the_targets_definition_border_black_only(amibr_root):
+    from mitotype.data.targets import padding_mask
+
+    image = read_rgb(next((amibr_root / "patches" / "normal").glob("MIDOG21_*.png"))).copy()
+    image[:, :30] = 0  # zero-padding on the left
+    image[60:64, 60:64] = 0  # a black spot inside the tissue is not padding
+    pad = T._padding(T.to_sample(image)["image"])
+    assert pad[:, :30].all() and not pad[60:64, 60:64].any()
+    assert (pad.numpy() == padding_mask(image)).all()
+
+
 def test_colour_jitter_and_hed_jitter_are_identity_at_zero_strength(amibr_root):
     image = read_rgb(next((amibr_root / "patches" / "atypical").glob("*.png")))
     x = T.to_sample(image)["image"]

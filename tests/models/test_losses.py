@@ -135,8 +135,18 @@ def test_invalid_pixels_do_not_count():
     changed["heatmap"] = batch["heatmap"].clone()
     changed["heatmap"][:, :, :, :3] = 0.7
     _, parts = loss_fn(out, changed)
-    for name in ("segmentation", "localisation", "pixel_classes"):
+    for name in ("segmentation", "localisation"):
         torch.testing.assert_close(parts[name], ref[name])
+    # pixel classes: the ignored pixels carry the ignore code as target, so change the prediction there
+    assert (batch["classes"][:, :, :3] == -100).all()
+    moved = out.classes.clone()
+    moved[:, :, :, :3] += 5.0 * torch.randn(4, 3, S, 3)
+    _, parts = loss_fn(out._replace(classes=moved), batch)
+    torch.testing.assert_close(parts["pixel_classes"], ref["pixel_classes"])
+    moved[:, :, :, 3:] += 1.0  # ... and at valid pixels it does count
+    moved[:, 0, :, 3:] += 5.0
+    _, parts = loss_fn(out._replace(classes=moved), batch)
+    assert not torch.isclose(parts["pixel_classes"], ref["pixel_classes"])
 
 
 def test_all_pixels_ignored_gives_finite_loss():

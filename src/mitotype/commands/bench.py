@@ -22,7 +22,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 SECTIONS = ("e2e", "inference", "int8", "baseline", "flops", "training")
 
@@ -35,11 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="which parts to run (default: all; flops uses the inference/baseline rows "
                              "of the same run for its percentage of peak)")
+    data = os.environ.get("MITOTYPE_SHARED_DATA", "../shared/data")
+    parser.add_argument("--amibr", metavar="DIR", default=f"{data}/amibr",
+                        help="the AMi-Br root (patches/ for e2e, the test split for int8; default: %(default)s, "
+                             "from $MITOTYPE_SHARED_DATA)")
+    parser.add_argument("--stack", metavar="FILE.tiff", default=f"{data}/midog25-track2-example/input/stack_5.tiff",
+                        help="a MIDOG 2025 track-2 stack for the end-to-end rows (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mitotype.bench import run_all, table
     from mitotype.io import check_output_file, write_json
@@ -50,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    result = run_all(quick=args.quick, sections=tuple(args.sections), progress=progress)
+    amibr, stack = Path(args.amibr), Path(args.stack)
+    result = run_all(quick=args.quick, sections=tuple(args.sections), progress=progress,
+                     amibr=amibr if amibr.is_dir() else None, stack=stack if stack.is_file() else None)
     print(table(result))
     if args.out:
         write_json(args.out, result)

@@ -55,18 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise MitotypeError("--resume needs --out RUN_DIR (the run folder to continue)")
-        run_dir = Path(args.out)
-        saved = run_dir / "config.yaml"
-        if config_path is None:
-            if not saved.is_file():
-                raise MitotypeError(f"{run_dir}: nothing to resume (no config.yaml)")
-            config_path = saved
-        if data is None:
-            info_path = run_dir / "run.json"
-            if not info_path.is_file():
-                raise MitotypeError(f"{info_path}: not found; give --data (and --val) of the run")
-            info = json.loads(info_path.read_text())
-            data, val = info.get("data_spec"), val or info.get("val_spec")
+        from mitotype.train.resume import resume_inputs
+
+        config_path, data, val = resume_inputs(Path(args.out), config_path, data, val)
     if config_path is None or data is None:
         raise MitotypeError("a new run needs --config FILE.yaml and --data SPEC (see mitotype train --help)")
     if args.out:

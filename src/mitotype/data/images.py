@@ -26,6 +26,8 @@ import numpy as np
 from mitotype.errors import MitotypeError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+# every image file a reader or `predict` picks up from a folder (the one list)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES, ".bmp", ".webp")
 POLICIES = ("center-crop", "resize", "error")
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mitotype.data.figure import LABELS, Figure
+from mitotype.data.images import IMAGE_SUFFIXES
 from mitotype.errors import MitotypeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # accepted label spellings (case-insensitive) -> class index
 LABEL_WORDS = {"0": 0, "1": 1, "normal": 0, "atypical": 1, "nmf": 0, "amf": 1}
 

@@ -23,13 +23,14 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mitotype.config import AugmentConfig, ModelConfig
-from mitotype.data.targets import IGNORE  # the mask's ignore code, owned by the targets
+from mitotype.data.targets import IGNORE, padding_mask  # the mask's codes, owned by the targets
 from mitotype.errors import MitotypeError
 
 
 def _padding(image: torch.Tensor) -> torch.Tensor:
-    """(H, W) bool: pure-black pixels (zero-padding; real tissue is never exactly black)."""
-    return (image[0] == 0) & (image[1] == 0) & (image[2] == 0)
+    """(H, W) bool: the zero-padding of a (3, H, W) uint8 image, as ``targets.padding_mask`` defines it
+    (black and connected to the border), so that augmentation and the loss's ignore mask agree."""
+    return torch.from_numpy(padding_mask(image.permute(1, 2, 0).numpy()))
 
 
 class RandomRot90(v2.Transform):

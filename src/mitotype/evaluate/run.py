@@ -18,22 +18,11 @@ from mitotype.evaluate import metrics as M
 from mitotype.evaluate import plots
 from mitotype.evaluate.report import evaluation_report
 from mitotype.io import atomic_write, provenance, sha256_file, write_json, write_text
+from mitotype.models.inference import ensemble_threshold, resolve_device
 
 PLOTS = {"ROC": "roc.png", "Confusion matrix": "confusion.png",
          "Balanced accuracy per domain": "domains.png", "Reliability diagram": "reliability.png"}
 PREDICTION_COLUMNS = ("path", "page", "domain", "group", "label", "p_atypical", "class")
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; Lightning's ``gpu`` means ``cuda``."""
-    import torch
-
-    device = {"gpu": "cuda"}.get(device, device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MitotypeError(f"device {device!r} requested but no CUDA GPU is visible (use --device cpu)")
-    return device
 
 
 def labelled(figures: Sequence, spec: str) -> None:
@@ -59,15 +48,6 @@ def model_info(path: str | Path, loaded: Any) -> dict[str, Any]:
             "encoder": cfg.model.encoder, "dense_tasks": list(cfg.model.dense_tasks),
             "crop_size": cfg.model.crop_size, "input_size": cfg.model.input_size,
             "trained_on": (loaded.meta or {}).get("data_spec")}
-
-
-def ensemble_threshold(models: Sequence[Any], threshold: float | None = None) -> float:
-    """``threshold`` if given, else the mean of the models' stored thresholds."""
-    if threshold is not None:
-        if not 0.0 <= threshold <= 1.0:
-            raise MitotypeError(f"--threshold must be in [0, 1], got {threshold}")
-        return float(threshold)
-    return float(np.mean([float(m.threshold) for m in models]))
 
 
 def predict_members(models: Sequence[Any], images: np.ndarray, batch_size: int = 64, tta: bool = False,

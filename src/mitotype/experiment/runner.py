@@ -85,26 +85,19 @@ def _say(log_path: Path, text: str) -> None:
         fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
-HARDWARE_KEYS = {"accelerator", "devices", "strategy", "num_nodes", "num_workers", "precision"}
-
-
 def config_changes(run_dir: Path, cfg: Any) -> str:
     """What differs between the config a finished run was trained with and the current one ('' = nothing);
-    hardware settings do not count."""
+    hardware settings (``train.resume.HARDWARE_KEYS``) do not count."""
+    from mitotype.train.resume import HARDWARE_KEYS, config_diff, read_config
+
     saved_path = run_dir / "train" / "config.yaml"
     if not saved_path.is_file():
         return ""
-    from mitotype.config import config_from_dict
-
     try:
-        saved = config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path)).to_dict()
+        saved = read_config(saved_path)
     except (MitotypeError, yaml.YAMLError):
         return f"{saved_path} unreadable"
-    new = cfg.to_dict()
-    diffs = [f"{sec}.{key}: {saved[sec].get(key)!r} -> {value!r}" for sec, section in new.items()
-             for key, value in section.items()
-             if saved.get(sec, {}).get(key) != value and not (sec == "train" and key in HARDWARE_KEYS)]
-    return "; ".join(diffs)
+    return "; ".join(config_diff(saved, cfg.to_dict(), HARDWARE_KEYS))
 
 
 def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_overrides: Sequence[str] = ()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from mitotype.errors import MitotypeError
@@ -39,17 +38,7 @@ def create_model(cfg: ModelConfig) -> MitoNet:
         raise MitotypeError(f"model.heatmap_loss: {cfg.heatmap_loss!r} is not one of ['mse', 'focal']")
     model = MitoNet(cfg, create_encoder(cfg))
     if cfg.finetune != "full":
-        try:
-            finetune = importlib.import_module("mitotype.models.finetune")
-        except ModuleNotFoundError as exc:
-            if exc.name != "mitotype.models.finetune":
-                raise
-            finetune = None
-        if finetune is not None:
-            finetune.apply_finetune(model, cfg)
-        elif cfg.finetune == "frozen":
-            model.freeze_encoder()
-        else:
-            raise MitotypeError(f"model.finetune={cfg.finetune!r} needs mitotype.models.finetune, which is "
-                                "not available in this installation")
+        from mitotype.models.finetune import apply_finetune
+
+        apply_finetune(model, cfg)
     return model

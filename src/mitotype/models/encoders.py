@@ -16,7 +16,6 @@ NAME]`` fills offline); ``weights: PATH`` loads a local file instead.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -26,30 +25,11 @@ from torch import nn
 
 from mitotype.config import ENCODER_NORMALISATION, ModelConfig
 from mitotype.errors import MitotypeError
+from mitotype.models.feature_info import FeatureInfo
+from mitotype.models.vit import VIT_PREFIXES, create_vit_encoder
 
-VIT_PREFIXES = ("vit_", "deit", "eva", "hf-hub:")
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 NORMALISATION = ENCODER_NORMALISATION  # owned by the config: ModelConfig applies it
-
-
-class FeatureInfo:
-    """``channels()`` and ``reduction()`` per level (the part of timm's FeatureInfo the decoders use)."""
-
-    def __init__(self, channels: list[int], reductions: list[int]):
-        self._channels = list(channels)
-        self._reductions = list(reductions)
-
-    def channels(self, idx: int | None = None):
-        return self._channels if idx is None else self._channels[idx]
-
-    def reduction(self, idx: int | None = None):
-        return self._reductions if idx is None else self._reductions[idx]
-
-    def __len__(self) -> int:
-        return len(self._channels)
-
-    def __repr__(self) -> str:
-        return f"FeatureInfo(channels={self._channels}, reduction={self._reductions})"
 
 
 class TimmEncoder(nn.Module):
@@ -184,14 +164,7 @@ def create_encoder(cfg: ModelConfig) -> nn.Module:
     """The encoder named by ``cfg.encoder`` (see the module docstring)."""
     name = cfg.encoder
     if name.startswith(VIT_PREFIXES):
-        try:
-            vit = importlib.import_module("mitotype.models.vit")
-        except ModuleNotFoundError as exc:
-            if exc.name != "mitotype.models.vit":
-                raise
-            raise MitotypeError(f"model.encoder {name!r} is a ViT, but mitotype.models.vit is not available "
-                                "in this installation") from None
-        return vit.create_vit_encoder(cfg)
+        return create_vit_encoder(cfg)
     if name == "tv_mobilenet_v2":
         return TorchvisionMobileNetV2(cfg)
     if name in LITE:

@@ -35,6 +35,47 @@ Runner = Callable[[np.ndarray], np.ndarray]  # float32 (N, 3, S, S) -> float32 (
 BACKENDS = ("auto", "onnx", "torch", "torch-eager")
 
 
+# --- device and threshold: the one choice of every command that predicts ---------------------------------
+
+def _no_gpu_device_node() -> bool:
+    """Linux without NVIDIA or AMD device nodes: torch cannot see a GPU, so ``auto`` needs no torch import."""
+    import glob
+    import os
+    import sys
+
+    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The one device choice of predict, evaluate, challenge and explain: ``auto`` -> ``cuda`` when a GPU is
+    visible, else ``cpu``; Lightning's ``gpu`` means ``cuda``; a CUDA device without a GPU or a word that is
+    not a torch device -> MitotypeError."""
+    device = {"gpu": "cuda"}.get(device, device)
+    if device == "cpu" or (device == "auto" and _no_gpu_device_node()):
+        return "cpu"
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MitotypeError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, mps, auto)") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MitotypeError(f"device {device!r} requested but no CUDA GPU is visible (use --device cpu)")
+    return device
+
+
+def ensemble_threshold(models: Sequence[Any], threshold: float | None = None) -> float:
+    """``threshold`` if given, else the mean of the models' stored thresholds."""
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise MitotypeError(f"--threshold must be in [0, 1], got {threshold}")
+        return float(threshold)
+    return float(np.mean([float(m.threshold) for m in models]))
+
+
+
 # --- preprocessing ----------------------------------------------------------------------------------------
 
 def fit_batch(images: np.ndarray, size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitotype.config import RunConfig
+from mitotype.config import DENSE_TASKS, RunConfig
 from mitotype.data.dataset import IGNORE_INDEX as IGNORE  # the pixel-class ignore code the dataset writes
 
 
@@ -118,13 +118,13 @@ class MultiTaskLoss(nn.Module):
         valid = batch.get("valid")
         if valid is None:  # no ignored pixels
             valid = torch.ones_like(batch["image"][:, :1])
-        terms = (
-            ("segmentation", outputs.mask, lambda o: self.segmentation_loss(o, batch["mask"], valid)),
-            ("pixel_classes", outputs.classes, lambda o: self.pixel_class_loss(o, batch["classes"])),
-            ("localisation", outputs.heatmap, lambda o: self.heatmap_loss(o, batch["heatmap"], valid)),
-        )
-        for name, out, fn in terms:
-            task = getattr(m, name)
+        losses = {
+            "segmentation": lambda o: self.segmentation_loss(o, batch["mask"], valid),
+            "pixel_classes": lambda o: self.pixel_class_loss(o, batch["classes"]),
+            "localisation": lambda o: self.heatmap_loss(o, batch["heatmap"], valid),
+        }
+        for name, (field_name, _) in DENSE_TASKS.items():
+            task, out, fn = getattr(m, name), getattr(outputs, field_name), losses[name]
             if task.enabled and out is not None:
                 parts[name] = fn(out)
                 total = total + aux_scale * task.weight * parts[name]

@@ -14,13 +14,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from mitotype.config import DENSE_TASKS as TASKS  # task -> (output field, channels)
 from mitotype.config import ModelConfig
 from mitotype.errors import MitotypeError
 from mitotype.models.decoder import DenseHead, UnetDecoder
 from mitotype.models.heads import ClassificationHead
-
-# task name in the config -> (output field, channels)
-TASKS = {"segmentation": ("mask", 1), "pixel_classes": ("classes", 3), "localisation": ("heatmap", 1)}
 
 
 class Outputs(NamedTuple):

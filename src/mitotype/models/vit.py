@@ -27,6 +27,7 @@ from torch import nn
 
 from mitotype.config import ModelConfig
 from mitotype.errors import MitotypeError
+from mitotype.models.feature_info import FeatureInfo
 
 VIT_PREFIXES = ("vit_", "deit", "eva", "hf-hub:")  # the factory (models/encoders.py) dispatches these
 REDUCTIONS = (4, 8, 16, 32)
@@ -91,7 +92,6 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, name: str, base_from_hub: bool):
         super().__init__()
-        from mitotype.models.encoders import FeatureInfo
 
         self.backbone = backbone
         self.name = name

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from mitotype.data.figure import LABELS, Figure
+from mitotype.data.images import IMAGE_SUFFIXES
 from mitotype.errors import MitotypeError
+from mitotype.models.inference import ensemble_threshold, resolve_device  # their one owner
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 FIELDS = ("source", "index", "x", "y", "p_atypical", "class")
 FORMATS = (".csv", ".json", ".geojson")
 # An input this many times larger than the crop is a slide or a field of view, not a figure crop:
@@ -97,30 +98,6 @@ def collect_figures(inputs: Sequence[str | Path], crop_size: int) -> list[Figure
                 figures.append(Figure(path=str(path), label=None, domain="", group=str(path),
                                       page=page if len(pages) > 1 else None, source="predict"))
     return figures
-
-
-def _no_gpu_device_node() -> bool:
-    """Linux without NVIDIA or AMD device nodes: torch cannot see a GPU, so ``auto`` needs no torch import."""
-    import glob
-    import os
-    import sys
-
-    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed to torch as is."""
-    if device == "cpu" or (device == "auto" and _no_gpu_device_node()):
-        return "cpu"
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError):
-        raise MitotypeError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, mps, auto)") from None
-    return device
 
 
 def load_models(model_paths: Sequence[str], device: str, backend: str = "torch",
@@ -243,10 +220,6 @@ def _predict_all(predictor: Any, images: np.ndarray, batch_size: int, progress: 
 
     with tqdm(total=predictor.steps(len(images), batch_size), desc="predict", unit="batch") as bar:
         return predictor(images, batch_size, on_batch=bar.update)
-
-
-def ensemble_threshold(models: Sequence[Any]) -> float:
-    return float(np.mean([m.threshold for m in models]))
 
 
 def make_rows(sources: Sequence[str], indices: Sequence[int], probs: np.ndarray, threshold: float,

@@ -19,18 +19,16 @@ import numpy as np
 import torch
 import yaml
 
-from mitotype.config import RunConfig, config_from_dict
+from mitotype.config import RunConfig
 from mitotype.errors import MitotypeError
 from mitotype.io import provenance, write_json, write_text
+from mitotype.train.resume import check_resume
 
 log = logging.getLogger(__name__)
 
 # What ``precision: auto`` means on a CPU, measured on this project's 2-core machine (docs/TRAINING.md):
 # bf16 autocast was slower than fp32 there, so auto keeps fp32 on CPUs.
 CPU_AUTO_PRECISION = "32-true"
-# Settings that may change when a run is resumed; anything else must match the saved config.
-RESUMABLE = {"epochs", "num_workers", "threads", "devices", "num_nodes", "accelerator", "strategy",
-             "early_stopping_patience"}
 
 
 def uses_cuda(cfg: RunConfig) -> bool:
@@ -45,28 +43,6 @@ def resolve_precision(cfg: RunConfig) -> str:
     if uses_cuda(cfg):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return CPU_AUTO_PRECISION
-
-
-def _check_resume(cfg: RunConfig, data_spec: str, val_spec: str | None, out_dir: Path) -> None:
-    saved_path = out_dir / "config.yaml"
-    if not (out_dir / "checkpoints" / "last.ckpt").is_file() or not saved_path.is_file():
-        raise MitotypeError(f"{out_dir}: nothing to resume (needs config.yaml and checkpoints/last.ckpt)")
-    saved = config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path)).to_dict()
-    new = cfg.to_dict()
-    diffs = [f"{section}.{key}: {saved[section][key]!r} -> {new[section][key]!r}"
-             for section in new for key in new[section]
-             if new[section][key] != saved[section][key] and not (section == "train" and key in RESUMABLE)]
-    if diffs:
-        raise MitotypeError(f"{saved_path}: --resume must keep the run's config; changed: {'; '.join(diffs)} "
-                            f"(only train.{{{','.join(sorted(RESUMABLE))}}} may change)")
-    if cfg.train.schedule == "onecycle" and new["train"]["epochs"] != saved["train"]["epochs"]:
-        raise MitotypeError(f"{saved_path}: a one-cycle schedule cannot be extended to more epochs")
-    run_json = out_dir / "run.json"
-    if run_json.is_file():
-        info = json.loads(run_json.read_text())
-        if info.get("data_spec") != data_spec or info.get("val_spec") != val_spec:
-            raise MitotypeError(f"{run_json}: --resume must use the run's data ({info.get('data_spec')!r}, "
-                                f"val {info.get('val_spec')!r}), got {data_spec!r}, val {val_spec!r}")
 
 
 MONITORS = {"val_bacc": "max", "val_auroc": "max", "val_loss": "min"}  # train.monitor -> better direction
@@ -104,21 +80,6 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
     return callbacks, checkpoint
 
 
-@torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader, device: torch.device,
-                   channels_last: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """P(atypical) and labels over a loader, classification path only, fp32."""
-    model.eval().to(device)
-    probs, labels = [], []
-    for batch in loader:
-        x = batch["image"].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        probs.append(model.predict_proba(x).float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
-
-
 def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | None = None,
           resume: bool = False, *, callbacks: list | None = None, progress: bool = True) -> Path:
     """Train one model; returns ``out_dir/model.pt``.
@@ -136,7 +97,7 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
     out_dir = Path(out_dir)
     last = out_dir / "checkpoints" / "last.ckpt"
     if resume:
-        _check_resume(cfg, data_spec, val_spec, out_dir)
+        check_resume(cfg, data_spec, val_spec, out_dir)
     elif last.exists() or (out_dir / "model.pt").exists():
         raise MitotypeError(f"{out_dir}: already holds a run; pass --resume to continue it, or another --out")
     started = time.time()
@@ -188,7 +149,14 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
     else:
         best_epoch = trainer.current_epoch - 1
     device = torch.device("cuda") if torch.cuda.is_available() and not on_cpu else torch.device("cpu")
-    probs, labels = predict_loader(module.model, data.val_dataloader(), device, t.channels_last)
+    # the one inference path (models.inference), eager torch as the reference: the validation P(atypical)
+    # the threshold is tuned on is what predict computes for these crops
+    from mitotype.models.inference import predict_proba
+    from mitotype.models.modelfile import LoadedModel
+
+    probs = predict_proba([LoadedModel(module.model, cfg, 0.5)], data.val_set.images, batch_size=t.batch_size,
+                          device=str(device), backend="torch-eager")
+    labels = np.asarray(data.val_set.labels)
     try:
         threshold = tune_threshold(labels, probs)
     except MitotypeError as exc:  # e.g. a validation set with one class: keep the model, say so
