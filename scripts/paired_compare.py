@@ -13,7 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from mitotype.evaluate.metrics import paired_bootstrap
@@ -36,8 +35,8 @@ def main() -> None:
     for metric in ("balanced_accuracy", "auroc", "sensitivity", "specificity"):
         r = paired_bootstrap(a["label"].to_numpy(), a["p_atypical"].to_numpy()[None], b["p_atypical"].to_numpy()[None],
                              ta, tb, groups=a["group"].tolist(), metric=metric, n_boot=args.n_boot)
-        lo, hi = r["ci95"] if "ci95" in r else (r.get("low", np.nan), r.get("high", np.nan))
-        print(f"{metric:18s} {r['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        lo, hi = r["ci"]
+        print(f"{metric:18s} {r['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
 
 
 if __name__ == "__main__":
