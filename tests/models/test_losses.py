@@ -10,7 +10,7 @@ import torch
 from mitotype.config import RunConfig, TaskConfig
 from mitotype.errors import MitotypeError
 from mitotype.models import Outputs, create_model
-from mitotype.models.losses import MultiTaskLoss, aux_weight_scale, swap_background
+from mitotype.models.losses import MultiTaskLoss, aux_weight_scale
 
 S = 48
 
@@ -157,27 +157,6 @@ def test_all_pixels_ignored_gives_finite_loss():
     out = Outputs(torch.zeros(4, 2), torch.randn(4, 1, S, S), torch.randn(4, 3, S, S), torch.randn(4, 1, S, S))
     total, parts = MultiTaskLoss(cfg)(out, batch)
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
-
-
-def test_background_swap_keeps_figure_and_takes_other_domain_background():
-    images = torch.stack([torch.full((3, 8, 8), float(i)) for i in range(4)])
-    masks = torch.zeros(4, 1, 8, 8)
-    masks[:, :, 2:5, 2:5] = 1
-    domains = torch.tensor([0, 0, 1, 1])
-    out = swap_background(images, masks, domains, torch.Generator().manual_seed(0))
-    for i in range(4):
-        assert (out[i, :, 2:5, 2:5] == i).all()  # the figure is untouched
-        donor = out[i, 0, 0, 0].item()
-        assert domains[int(donor)] != domains[i]  # background from another domain
-    cfg = run_cfg(background_swap=TaskConfig(enabled=True, weight=1.0))
-    logits = torch.randn(4, 2)
-    total, parts = MultiTaskLoss(cfg)(Outputs(logits), {"label": torch.zeros(4, dtype=torch.long),
-                                                       "image": images}, swapped=Outputs(logits.flip(0)))
-    assert parts["background_swap"] > 0
-    torch.testing.assert_close(total, parts["class"] + parts["background_swap"])
-    _, same = MultiTaskLoss(cfg)(Outputs(logits), {"label": torch.zeros(4, dtype=torch.long), "image": images},
-                                 swapped=Outputs(logits))
-    assert same["background_swap"].abs() < 1e-6
 
 
 def test_unknown_class_loss():
