@@ -149,8 +149,8 @@ def torch_runners(model) -> dict[str, Callable]:
 
 
 def onnx_files(loaded, folder: Path, int8: bool = True) -> dict[str, Path]:
-    """The model exported by mitotype.predict.onnx, plus an int8 dynamically quantised copy."""
-    from mitotype.predict.onnx import export_onnx
+    """The model exported by mitotype.models.onnx, plus an int8 dynamically quantised copy."""
+    from mitotype.models.onnx import export_onnx
 
     files = {"onnxruntime fp32": export_onnx(loaded, folder / "model.onnx")}
     if int8:
@@ -166,10 +166,10 @@ def onnx_files(loaded, folder: Path, int8: bool = True) -> dict[str, Path]:
 
 
 def onnx_runner(path: Path, threads: int) -> Callable:
-    """The session exactly as ``mitotype predict`` opens it (``mitotype.predict.onnx.session_options``)."""
+    """The session exactly as ``mitotype predict`` opens it (``mitotype.models.onnx.session_options``)."""
     import numpy as np
 
-    from mitotype.predict.onnx import OnnxClassifier
+    from mitotype.models.onnx import OnnxClassifier
 
     classifier = OnnxClassifier(path, threads=threads)
 
@@ -366,7 +366,7 @@ def bench_int8(loaded, amibr_root: Path | None, threads: int = 1,
     from mitotype.data.images import load_images
     from mitotype.data.spec import load_figures
     from mitotype.models.inference import normalise
-    from mitotype.predict.onnx import OnnxClassifier, calibration_batch, export_onnx, quantise_int8
+    from mitotype.models.onnx import OnnxClassifier, calibration_batch, export_onnx, quantise_int8
 
     if amibr_root is None or not (amibr_root / "patches").is_dir() or not getattr(loaded, "path", ""):
         return []
