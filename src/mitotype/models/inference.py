@@ -166,20 +166,23 @@ def fold_batchnorm(model):
 
 
 def torch_runner(loaded: Any, device: str, bf16: bool = False, fold: bool = True,
-                 threads: int | None = None) -> Runner:
+                 threads: int | None = None, channels_last: bool = True) -> Runner:
+    """Eager PyTorch on ``loaded.model`` (moved in place; folding makes a copy): channels-last unless
+    ``channels_last=False`` (NCHW, which ``mitotype bench`` compares), bf16 autocast with ``bf16``."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     model = loaded.model.to(device).eval()
     if fold:
         model = fold_batchnorm(model)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=layout)
 
     def run(x: np.ndarray) -> np.ndarray:
         autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 \
             else contextlib.nullcontext()
-        batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+        batch = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
         with torch.inference_mode(), autocast:
             return model(batch, dense=False).logits.float().cpu().numpy()
 
