@@ -177,8 +177,10 @@ def test_cam_differentiates_the_forward_logits(real_crops, pooling):
 
 
 def test_mask_pooling_needs_segmentation():
-    with pytest.raises(MitotypeError, match="segmentation"):
-        create_model(ModelConfig(encoder="test_resnet", pretrained=False, mask_pooling=True))
+    from mitotype.config import load_config
+
+    with pytest.raises(MitotypeError, match="mask_pooling needs the figure mask"):
+        load_config(None, ["model.mask_pooling=true"])
 
 
 def test_predict_proba_and_mode_restored():
@@ -246,5 +248,7 @@ def test_frozen_finetune_freezes_a_cnn_encoder():
 
 
 def test_bad_finetune_mode():
-    with pytest.raises(MitotypeError, match="finetune"):
-        create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="partial"))
+    from mitotype.config import load_config
+
+    with pytest.raises(MitotypeError, match="model.finetune: must be one of full, frozen, lora, got 'partial'"):
+        load_config(None, ["model.finetune=partial"])

@@ -195,8 +195,8 @@ def test_monitor_picks_checkpoint_and_early_stopping(monitor, mode, tmp_path):
     stopper = next(c for c in callbacks if isinstance(c, EarlyStopping))
     assert (best.monitor, best.mode) == (monitor, mode)
     assert stopper.monitor == monitor and stopper.mode == mode and stopper.patience == 3
-    with pytest.raises(MitotypeError, match="train.monitor must be one of .*, got 'val_f1'"):
-        _callbacks(load_config(None, ["train.monitor=val_f1"]), tmp_path, progress=False)
+    with pytest.raises(MitotypeError, match="train.monitor: must be one of .*, got 'val_f1'"):
+        load_config(None, ["train.monitor=val_f1"])
 
 
 def test_mask_method_disk_replaces_the_segmented_targets(small_spec):
@@ -207,5 +207,5 @@ def test_mask_method_disk_replaces_the_segmented_targets(small_spec):
     dm = FigureDataModule(cfg, small_spec, progress=False)
     dm.setup()
     assert (dm.train_set.masks == disk_masks(dm.train_set.images)).all()
-    with pytest.raises(MitotypeError, match="train.mask_method must be one of segmented, disk, got 'circle'"):
-        load_config(None, ["model.segmentation.enabled=true", "train.mask_method=circle"])  # config.validate
+    with pytest.raises(MitotypeError, match="train.mask_method: must be one of segmented, disk, got 'circle'"):
+        load_config(None, ["model.segmentation.enabled=true", "train.mask_method=circle"])  # its Literal

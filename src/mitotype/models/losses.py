@@ -54,10 +54,6 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         self.model_cfg = run_cfg.model
         self.train_cfg = run_cfg.train
-        if self.train_cfg.class_loss not in ("ce", "focal"):
-            from mitotype.errors import MitotypeError
-
-            raise MitotypeError(f"train.class_loss: {self.train_cfg.class_loss!r} is not one of ['ce', 'focal']")
         cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
 
@@ -126,15 +122,8 @@ class MultiTaskLoss(nn.Module):
         return total, parts
 
 
-AUX_SCHEDULES = ("constant", "decay")
-
-
 def aux_weight_scale(schedule: str, step: int, total_steps: int) -> float:
     """Factor on the auxiliary loss weights at ``step`` of ``total_steps`` (``train.aux_schedule``)."""
-    if schedule == "constant":
-        return 1.0
     if schedule == "decay":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
-    from mitotype.errors import MitotypeError
-
-    raise MitotypeError(f"train.aux_schedule: {schedule!r} is not one of {list(AUX_SCHEDULES)}")
+    return 1.0  # "constant"

@@ -45,7 +45,6 @@ class MitoModule(L.LightningModule):
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = MultiTaskLoss(cfg, class_weights=class_weights)
-        aux_weight_scale(cfg.train.aux_schedule, 0, 1)  # an unknown schedule fails here, not mid-training
         self.register_buffer("domain_weight", domain_weights, persistent=False)
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -131,14 +130,10 @@ class MitoModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=total,
                 pct_start=min(0.5, max(0.01, t.warmup_epochs / max(1, t.epochs))))
-        elif t.schedule == "cosine":
+        else:  # "cosine" (the config allows nothing else)
             steps_per_epoch = total / max(1, t.epochs)
             warmup = round(t.warmup_epochs * steps_per_epoch)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total, floor=0.01))
-        else:
-            from mitotype.errors import MitotypeError
-
-            raise MitotypeError(f"train.schedule: unknown {t.schedule!r}; use cosine or onecycle")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
