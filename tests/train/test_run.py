@@ -11,6 +11,7 @@ import torch
 from mitotype.cli import main
 from mitotype.config import load_config
 from mitotype.errors import MitotypeError
+from tests.conftest import write_manifest
 
 # Fast settings: 64 px input, 2 batches of 8 per epoch; every auxiliary task, background swap, EMA and
 # per-domain weights and the auxiliary-weight decay on, so that one run goes through every branch of the
@@ -38,13 +39,7 @@ def small_spec(amibr_root, tmp_path_factory) -> str:
             rows += [atypical[0], normal[0], normal[1]]
         if len(rows) >= 48:
             break
-    path = tmp_path_factory.mktemp("spec") / "small.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "domain", "group"])
-        for f in rows:
-            writer.writerow([str(Path(f.path).resolve()), f.label, f.domain, f.group])
-    return f"manifest:{path}"
+    return write_manifest(tmp_path_factory.mktemp("spec") / "small.csv", rows)
 
 
 @pytest.fixture(scope="module")
