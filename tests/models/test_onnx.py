@@ -178,19 +178,24 @@ def test_a_warm_cache_predicts_without_importing_torch(track2_root, tmp_path):
     assert outputs[1] == ["16", "onnx", "False"]
 
 
-def test_static_int8_graph_keeps_the_contract(exported, small_loaded, crops, tmp_path):
-    from mitotype.models.inference import normalise
+def test_static_int8_graph_keeps_the_contract(crops, tmp_path):
+    """On the shipped model's graph (real weights: the small random-weight model's P(atypical) spans a few
+    hundredths, less than int8's rounding, so agreement there would say nothing): the quantised graph keeps
+    the metadata and the input/output contract, and its P(atypical) follows fp32's."""
+    from mitotype.models.inference import model_inputs, preprocessing_of
     from mitotype.models.int8 import quantise_int8
+    from mitotype.models.onnx import open_model, packaged_graph
 
-    cfg = small_loaded.config.model
-    x = normalise(crops, cfg.crop_size, cfg.input_size, cfg.mean, cfg.std)
-    path = quantise_int8(exported, tmp_path / "int8.onnx", x[:16], method="MinMax")
+    fp32 = packaged_graph()
+    meta32 = read_metadata(fp32)
+    x = model_inputs(crops, preprocessing_of(open_model("default")))
+    path = quantise_int8(fp32, tmp_path / "int8.onnx", x[:16], method="MinMax")
     meta = read_metadata(path)
-    assert "static int8 QDQ" in meta["quantisation"] and meta["threshold"] == read_metadata(exported)["threshold"]
-    p8, p32 = OnnxClassifier(path)(x), OnnxClassifier(exported)(x)
+    assert "static int8 QDQ" in meta["quantisation"] and meta["threshold"] == meta32["threshold"]
+    p8, p32 = OnnxClassifier(path)(x), OnnxClassifier(fp32)(x)
     assert p8.shape == p32.shape and np.all((p8 >= 0) & (p8 <= 1))
-    # quantised, not broken (a random-weight model on 16 crops; the real model: docs/PERFORMANCE.md)
-    assert np.corrcoef(p8, p32)[0, 1] > 0.5
+    assert np.ptp(p32) > 0.5  # these crops span the range: a broken graph could not follow
+    assert np.corrcoef(p8, p32)[0, 1] > 0.8
 
 
 def test_a_failed_export_falls_back_to_torch_with_a_warning(small_model, stack_path, tmp_path, monkeypatch):

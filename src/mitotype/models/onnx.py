@@ -277,7 +277,7 @@ def _from_graph(classifier: OnnxClassifier, model_path: Path) -> OnnxModel:
 
 def packaged_graph(name: str = "default") -> Path:
     """A shipped model's graph, built with `mitotype export --model NAME --onnx src/mitotype/assets/NAME.onnx`
-    (tests/predict/test_onnx.py fails when it no longer describes NAME.pt)."""
+    (tests/models/test_onnx.py fails when it no longer describes NAME.pt)."""
     from mitotype.models.modelfile import shipped_model_path
 
     return shipped_model_path(name).with_suffix(".onnx")
