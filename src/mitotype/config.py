@@ -139,6 +139,11 @@ class TrainConfig:
     num_nodes: int = 1
     max_train_batches: int | None = None  # for smoke tests: limit batches per epoch
     ema_decay: float = 0.0  # 0 = off
+    # Which weights become model.pt: "best" (the validation pick by train.monitor), "last" (the final epoch's)
+    # or "swa" (equal-weight average of the weights, batch-norm statistics included, at the end of each of the
+    # last train.swa_epochs epochs). The validation pick on a few hundred figures is noisy (docs/RESULTS.md).
+    checkpoint: str = "best"
+    swa_epochs: int = 3
     # Figure-mask targets of the dense tasks: "segmented" (classical haematoxylin segmentation,
     # data/targets.py) or "disk" (a centred disk: the mask-quality ablation).
     mask_method: str = "segmented"
@@ -277,7 +282,8 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.accelerator": _one_of(*ACCELERATORS), "train.num_nodes": _at_least(1),
     "train.max_train_batches": _at_least(1), "train.ema_decay": FRACTION,
     "train.mask_method": _one_of("segmented", "disk"), "train.aux_schedule": _one_of("constant", "decay"),
-    "train.distil_weight": FRACTION,
+    "train.distil_weight": FRACTION, "train.checkpoint": _one_of("best", "last", "swa"),
+    "train.swa_epochs": _at_least(1),
 }
 TASK_WEIGHT = _at_least(0)  # the loss weight of every dense task and of the background swap
 
@@ -311,6 +317,12 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     low, high = cfg.augment.affine_scale
     if low > high:
         raise MitotypeError(f"{where}: augment.affine_scale must be [low, high] with low <= high, got {[low, high]}")
+    if cfg.train.checkpoint == "swa" and cfg.train.ema_decay > 0:
+        raise MitotypeError(f"{where}: train.checkpoint=swa and train.ema_decay > 0 both average the weights; "
+                            "choose one")
+    if cfg.train.checkpoint == "swa" and cfg.train.swa_epochs > cfg.train.epochs:
+        raise MitotypeError(f"{where}: train.swa_epochs ({cfg.train.swa_epochs}) must be at most train.epochs "
+                            f"({cfg.train.epochs})")
     _check_devices_setting(cfg.train.devices, where)
 
 
