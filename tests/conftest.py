@@ -79,3 +79,15 @@ def pytest_configure(config):
     # read by tests/cli/test_cli_fuzz.py when it is imported, after this hook
     if config.getoption("--slow"):
         os.environ["MITOTYPE_FUZZ_SLOW"] = "1"
+
+
+def write_manifest(path: Path, figures) -> str:
+    """A ``manifest:`` spec of ``figures`` (path, label, domain, group), written to ``path``."""
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "domain", "group"])
+        for f in figures:
+            writer.writerow([str(Path(f.path).resolve()), f.label, f.domain, f.group])
+    return f"manifest:{path}"

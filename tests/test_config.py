@@ -83,6 +83,12 @@ def test_ints_become_floats_and_lists_become_tuples():
         ({"model": {"decoder_channels": [], "localisation": True}}, "model.decoder_channels must hold at least one"),
         ({"model": {"decoder_channels": [64, 0]}}, "model.decoder_channels must be >= 1, got [64, 0]"),
         ({"model": {"shared_decoder": "yes"}}, "config.model.shared_decoder: expected true/false"),
+        # fixed choices (Literal fields) fail as the config is read, naming every allowed value
+        ({"train": {"schedule": "cosin"}}, "config.train.schedule: must be one of cosine, onecycle, got 'cosin'"),
+        ({"model": {"heatmap_loss": 1}}, "config.model.heatmap_loss: must be one of mse, focal, got 1"),
+        ({"augment": {"stain_normalise": "macenco"}},
+         "config.augment.stain_normalise: must be one of macenko, reinhard or null, got 'macenco'"),
+        ({"train": {"precision": "bf15"}}, "config.train.precision: must be one of auto, 32,"),
     ],
 )
 def test_bad_values_are_named(data, message):
@@ -126,3 +132,21 @@ def test_values_that_may_take_two_types():
     assert load_config(None, ["train.max_train_batches=null"]).train.max_train_batches is None
     with pytest.raises(MitotypeError, match="train.devices: expected str or int, got 1.5"):
         load_config(None, ["train.devices=1.5"])
+
+
+def test_every_literal_field_takes_each_of_its_choices_and_the_monitors_have_a_direction():
+    import dataclasses
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from mitotype.config import AugmentConfig, ModelConfig, TrainConfig
+    from mitotype.train.run import MONITORS
+
+    for section, cls in (("model", ModelConfig), ("augment", AugmentConfig), ("train", TrainConfig)):
+        for f in dataclasses.fields(cls):
+            hint = get_type_hints(cls)[f.name]
+            literal = next((a for a in (hint, *get_args(hint)) if get_origin(a) is Literal), None)
+            for choice in get_args(literal) if literal else ():
+                overrides = {"segmentation": True} if f.name == "mask_pooling" else {}
+                cfg = config_from_dict({section: {f.name: choice, **overrides}})
+                assert getattr(getattr(cfg, section), f.name) == choice
+    assert set(MONITORS) == set(get_args(get_type_hints(TrainConfig)["monitor"]))

@@ -8,13 +8,13 @@ overrides use dotted keys, e.g. ``train.epochs=3 model.encoder=resnet18``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mitotype.config_rules import check_accelerator, validate
 from mitotype.errors import MitotypeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,15 +64,15 @@ class ModelConfig:
     # One decoder per dense task (the paper) or one decoder shared by all tasks with a 1x1 head each.
     # Cheaper settings and their training cost: docs/PERFORMANCE.md (training).
     shared_decoder: bool = False
-    heatmap_loss: str = "mse"  # mse | focal (penalty-reduced focal loss, CenterNet style)
+    heatmap_loss: Literal["mse", "focal"] = "mse"  # focal: penalty-reduced focal loss, CenterNet style
     segmentation: TaskConfig = field(default_factory=TaskConfig)
     pixel_classes: TaskConfig = field(default_factory=TaskConfig)
     localisation: TaskConfig = field(default_factory=TaskConfig)
     # Background suppression switches (their value is measured, not assumed).
     mask_pooling: bool = False  # pool features weighted by the predicted figure mask
     background_swap: TaskConfig = field(default_factory=TaskConfig)  # consistency under swapped background
-    # Fine-tuning mode: full | frozen | lora (ViT encoders), see models/.
-    finetune: str = "full"
+    # Fine-tuning mode: lora for ViT encoders, see models/.
+    finetune: Literal["full", "frozen", "lora"] = "full"
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -105,7 +105,7 @@ class AugmentConfig:
     saturation: float = 0.1
     hue: float = 0.02
     blur_prob: float = 0.1
-    stain_normalise: str | None = None  # None | macenko | reinhard
+    stain_normalise: Literal["macenko", "reinhard"] | None = None
 
 
 @dataclass
@@ -115,26 +115,26 @@ class TrainConfig:
     lr: float = 1e-3
     encoder_lr_scale: float = 0.3  # pretrained encoder learns slower than the fresh heads
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | onecycle
+    schedule: Literal["cosine", "onecycle"] = "cosine"
     warmup_epochs: float = 0.5
-    class_loss: str = "ce"  # ce | focal
+    class_loss: Literal["ce", "focal"] = "ce"
     focal_gamma: float = 2.0
-    class_weights: str = "balanced"  # balanced | none  (or balanced sampling below)
+    class_weights: Literal["balanced", "none"] = "balanced"  # (or balanced sampling below)
     balanced_sampling: bool = False
     domain_weights: bool = False  # per-domain loss weights (focal loss of the MIDOG25 winner)
     label_smoothing: float = 0.0
     early_stopping_patience: int = 0  # 0 = off
     # What picks the checkpoint (and drives early stopping): val_bacc (at threshold 0.5), val_auroc, or
     # val_loss. Balanced accuracy on a few hundred validation figures is noisy; AUROC and loss are smoother.
-    monitor: str = "val_bacc"
+    monitor: Literal["val_bacc", "val_auroc", "val_loss"] = "val_bacc"
     val_fraction: float = 0.15  # slide-grouped validation part when no --val is given
     seed: int = 0
     num_workers: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores). 1 on a busy shared machine
-    precision: str = "auto"  # auto | 32 | bf16-mixed
+    precision: Literal["auto", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"] = "auto"
     channels_last: bool = True
     devices: str | int = "auto"  # Lightning's: "auto", a count (4) or a list of ids ("0,1")
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
     max_train_batches: int | None = None  # for smoke tests: limit batches per epoch
@@ -142,14 +142,14 @@ class TrainConfig:
     # Which weights become model.pt: "best" (the validation pick by train.monitor), "last" (the final epoch's)
     # or "swa" (equal-weight average of the weights, batch-norm statistics included, at the end of each of the
     # last train.swa_epochs epochs). The validation pick on a few hundred figures is noisy (docs/RESULTS.md).
-    checkpoint: str = "best"
+    checkpoint: Literal["best", "last", "swa"] = "best"
     swa_epochs: int = 3
     # Figure-mask targets of the dense tasks: "segmented" (classical haematoxylin segmentation,
     # data/targets.py) or "disk" (a centred disk: the mask-quality ablation).
-    mask_method: str = "segmented"
+    mask_method: Literal["segmented", "disk"] = "segmented"
     # Auxiliary loss weights over training: "constant", or "decay" (x cosine from 1 to 0: the dense tasks
     # shape the features early, the classifier has the last epochs to itself).
-    aux_schedule: str = "constant"
+    aux_schedule: Literal["constant", "decay"] = "constant"
     # Knowledge distillation (train/distil.py): a teacher model file (e.g. an ensemble) whose soft
     # P(atypical) on each training crop is mixed into the class loss with weight distil_weight.
     distil_teacher: str | None = None
@@ -207,6 +207,14 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise MitotypeError(f"{where}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(args[0], v, where) for v in value)
     options = [a for a in get_args(hint) if a is not type(None)] or [hint]  # ``str | int`` -> [str, int]
+    if get_origin(hint) is Literal:
+        options = [hint]
+    choices = [c for typ in options if get_origin(typ) is Literal for c in get_args(typ)]
+    if choices:  # a fixed set of names: a typo fails here, when the config is read
+        if isinstance(value, str) and value in choices:
+            return value
+        allowed = ", ".join(choices) + (" or null" if type(None) in get_args(hint) else "")
+        raise MitotypeError(f"{where}: must be one of {allowed}, got {value!r}")
     for typ in options:
         if _fits(typ, value):
             return float(value) if typ is float else value
@@ -228,130 +236,12 @@ def _fits(typ: type, value: Any) -> bool:
 
 
 def config_from_dict(data: dict[str, Any] | None, where: str = "config") -> RunConfig:
-    """A typed, range-checked config (MitotypeError naming ``where`` and the key otherwise)."""
+    """A typed, range-checked config (MitotypeError naming ``where`` and the key otherwise): names with
+    fixed choices (``Literal``) checked by the coercion, ranges and cross-field rules by
+    :func:`mitotype.config_rules.validate`."""
     cfg = _build(RunConfig, data or {}, where)
     validate(cfg, where)
     return cfg
-
-
-# --- value ranges: one rule per key that has one -------------------------------------------------------------
-
-def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):
-    def rule(v: float) -> bool:
-        return (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
-    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    return rule, f"a number in {text}"
-
-
-def _at_least(low: float):
-    return (lambda v: v >= low), f">= {low:g}"
-
-
-def _one_of(*names: Any):
-    return (lambda v: v in names), "one of " + ", ".join("null" if n is None else str(n) for n in names)
-
-
-POSITIVE = ((lambda v: v > 0), "> 0")
-PROBABILITY = _between(0, 1)
-FRACTION = _between(0, 1, high_open=True)
-MONITORS = ("val_bacc", "val_auroc", "val_loss")
-PRECISIONS = ("auto", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-
-# "section.key" -> (rule, what it expects); a tuple value is checked element by element
-RULES: dict[str, tuple[Any, str]] = {
-    "model.crop_size": _at_least(16), "model.input_size": _at_least(16), "model.mpp": POSITIVE,
-    "model.mean": _between(0, 1), "model.std": POSITIVE, "model.head_hidden": _at_least(1),
-    "model.head_dropout": FRACTION,
-    "model.decoder_channels": _at_least(1), "model.heatmap_loss": _one_of("mse", "focal"),
-    "model.finetune": _one_of("full", "frozen", "lora"), "model.lora_rank": _at_least(1),
-    "model.lora_alpha": POSITIVE, "model.lora_dropout": FRACTION, "model.drop_path_rate": FRACTION,
-    "augment.affine_degrees": _between(0, 180), "augment.affine_scale": POSITIVE,
-    "augment.affine_translate": _between(0, 1), "augment.stain_sigma": _at_least(0),
-    "augment.stain_bias": _at_least(0), "augment.brightness": _at_least(0), "augment.contrast": _at_least(0),
-    "augment.saturation": _at_least(0), "augment.hue": _between(0, 0.5), "augment.blur_prob": PROBABILITY,
-    "augment.stain_normalise": _one_of(None, "macenko", "reinhard"),
-    "train.epochs": _at_least(1), "train.batch_size": _at_least(1), "train.lr": POSITIVE,
-    "train.encoder_lr_scale": _at_least(0), "train.weight_decay": _at_least(0),
-    "train.schedule": _one_of("cosine", "onecycle"), "train.warmup_epochs": _at_least(0),
-    "train.class_loss": _one_of("ce", "focal"), "train.focal_gamma": _at_least(0),
-    "train.class_weights": _one_of("balanced", "none"), "train.label_smoothing": FRACTION,
-    "train.early_stopping_patience": _at_least(0), "train.monitor": _one_of(*MONITORS),
-    "train.val_fraction": FRACTION, "train.seed": _between(0, 2**32 - 1), "train.num_workers": _at_least(0),
-    "train.threads": _at_least(0), "train.precision": _one_of(*PRECISIONS),
-    "train.accelerator": _one_of(*ACCELERATORS), "train.num_nodes": _at_least(1),
-    "train.max_train_batches": _at_least(1), "train.ema_decay": FRACTION,
-    "train.mask_method": _one_of("segmented", "disk"), "train.aux_schedule": _one_of("constant", "decay"),
-    "train.distil_weight": FRACTION, "train.checkpoint": _one_of("best", "last", "swa"),
-    "train.swa_epochs": _at_least(1),
-}
-TASK_WEIGHT = _at_least(0)  # the loss weight of every dense task and of the background swap
-
-
-def _check(key: str, value: Any, rule: Any, expects: str, where: str) -> None:
-    values = value if isinstance(value, tuple) else (value,)
-    for v in values:
-        # NaN fails every comparison, infinity passes "> 0": neither is a setting
-        bad_float = isinstance(v, float) and not math.isfinite(v)
-        if bad_float or (v is not None or "null" not in expects) and not rule(v):
-            raise MitotypeError(f"{where}: {key} must be {expects}, got {_show(value)}")
-
-
-def _show(value: Any) -> str:
-    return "null" if value is None else repr(list(value) if isinstance(value, tuple) else value)
-
-
-def validate(cfg: RunConfig, where: str = "config") -> None:
-    """Every value in its range, every name one the code knows (the rules are in :data:`RULES`)."""
-    for key, (rule, expects) in RULES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value is None and key == "train.max_train_batches":
-            continue  # None = no limit
-        _check(key, value, rule, expects, where)
-    for name in ("segmentation", "pixel_classes", "localisation", "background_swap"):
-        _check(f"model.{name}.weight", getattr(cfg.model, name).weight, *TASK_WEIGHT, where)
-    if not cfg.model.decoder_channels and (cfg.model.dense_tasks or cfg.model.mask_pooling):
-        raise MitotypeError(f"{where}: model.decoder_channels must hold at least one width (one per decoder "
-                            f"block) when a dense task or mask pooling is on, got []")
-    low, high = cfg.augment.affine_scale
-    if low > high:
-        raise MitotypeError(f"{where}: augment.affine_scale must be [low, high] with low <= high, got {[low, high]}")
-    if cfg.train.checkpoint == "swa" and cfg.train.ema_decay > 0:
-        raise MitotypeError(f"{where}: train.checkpoint=swa and train.ema_decay > 0 both average the weights; "
-                            "choose one")
-    if cfg.train.checkpoint == "swa" and cfg.train.swa_epochs > cfg.train.epochs:
-        raise MitotypeError(f"{where}: train.swa_epochs ({cfg.train.swa_epochs}) must be at most train.epochs "
-                            f"({cfg.train.epochs})")
-    _check_devices_setting(cfg.train.devices, where)
-
-
-def _check_devices_setting(devices: str | int, where: str) -> None:
-    """Lightning's ``devices``: auto, a count >= 1 (or -1 = all), or a comma-separated list of ids."""
-    if isinstance(devices, int):
-        ok = devices >= 1 or devices == -1
-    else:
-        ids = [d.strip() for d in devices.split(",")]
-        ok = devices == "auto" or all(d.isdigit() for d in ids) and not (len(ids) == 1 and int(ids[0]) == 0)
-    if not ok:
-        raise MitotypeError(f"{where}: train.devices must be auto, a count >= 1, -1 (all) or a list of ids "
-                            f"such as \"0,1\", got {devices!r}")
-
-
-def check_accelerator(cfg: RunConfig, where: str = "config") -> None:
-    """The accelerator a run asks for exists on this machine (checked when a run starts, not when a model
-    file's stored config is read: a model trained on a GPU is still usable on a CPU)."""
-    accelerator = cfg.train.accelerator
-    if accelerator in ("auto", "cpu"):
-        return
-    import torch
-
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise MitotypeError(f"{where}: train.accelerator={accelerator} but no CUDA GPU is visible on this "
-                            "machine; use train.accelerator=cpu (or auto)")
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise MitotypeError(f"{where}: train.accelerator=mps but this machine has no Apple GPU; use "
-                            "train.accelerator=cpu (or auto)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -124,6 +124,15 @@ class Draft:
         if not ok:
             self.culprits.append(culprit)
 
+    def choice_option(self, option: str, good: list, bad: str) -> list[str]:
+        """``[option, value]`` with a value of ``good`` (``None``: the option left out) or the one ``bad``
+        value, which is then the culprit."""
+        value = self.pick(option, good, [bad])
+        if value is None:
+            return []
+        self.blame(value != bad, bad)
+        return [option, value]
+
 
 # --- argument values ----------------------------------------------------------------------------------------
 
@@ -491,10 +500,7 @@ def experiment_case(draw, w: World) -> Case:
     argv += [a for t in overrides_of(draft, planning=True) for a in ("--set", t)]
     if draw(st.booleans()) or "--data" in draft.bad:
         argv += spec_option(draft, w, "--data", labelled=True)[0]
-    ref = draft.pick("--reference", [None, "stl", "mtl"], ["nope"])
-    if ref is not None:
-        argv += ["--reference", ref]
-        draft.blame(ref != "nope", "nope")
+    argv += draft.choice_option("--reference", [None, "stl", "mtl"], "nope")
     return Case(argv, draft.culprits)
 
 
@@ -545,10 +551,7 @@ def bench_case(draw, w: World) -> Case:
     d = fresh(w)
     draft = Draft(draw, ["--out", "--sections"])
     argv = ["bench", "--quick", *output_option(draft, w, d, "--out", OUT_FILES, ".json", optional=True)[0]]
-    section = draft.pick("--sections", [None, "inference", "flops"], ["bogus"])
-    if section is not None:
-        argv += ["--sections", section]
-        draft.blame(section != "bogus", "bogus")
+    argv += draft.choice_option("--sections", [None, "inference", "flops"], "bogus")
     return Case(argv, draft.culprits)
 
 

@@ -134,26 +134,32 @@ def _csv_head(path: Path, rows: int) -> bytes:
     return b"".join(path.read_bytes().splitlines(keepends=True)[: rows + 1])
 
 
+def _fuzz_table(path: Path, data: bytes, read) -> list:
+    """Damaged copies of a table's bytes ``data`` written to ``path``: ``read()`` answers with a
+    MitotypeError or rows; a truncated table's rows are a prefix of the full table's."""
+    path.write_bytes(data)
+    full = read()
+
+    @FUZZ
+    @given(blob=damaged(data))
+    def check(blob):
+        path.write_bytes(blob)
+        result = attempt(read)
+        if result is not None and len(blob) < len(data):
+            _prefix_of(result, full)
+
+    check()
+    return full
+
+
 def test_fuzz_amibr_csv(amibr_root, tmp_path_factory):
     from mitotype.data.readers import read_amibr
 
     root = tmp_path_factory.mktemp("amibr")
     os.symlink(amibr_root / "patches", root / "patches")
     shutil.copy(amibr_root / "amibr_train_split.csv", root / "amibr_train_split.csv")
-    head = _csv_head(amibr_root / "AMI-BR.csv", 12)
-    (root / "AMI-BR.csv").write_bytes(head)
-    full = read_amibr(str(root))
+    full = _fuzz_table(root / "AMI-BR.csv", _csv_head(amibr_root / "AMI-BR.csv", 12), lambda: read_amibr(str(root)))
     assert len(full) == 12
-
-    @FUZZ
-    @given(blob=damaged(head))
-    def check(blob):
-        (root / "AMI-BR.csv").write_bytes(blob)
-        result = attempt(lambda: read_amibr(str(root)))
-        if result is not None and len(blob) < len(head):
-            _prefix_of(result, full)
-
-    check()
 
 
 # Found by this test (fixed in readers._check_complete_rows): a manifest cut short inside its last row, after
@@ -168,19 +174,7 @@ def test_fuzz_manifest_csv(amibr_root, tmp_path_factory):
     text = "path,label,domain,x,y\n" + "".join(f"{p},{'normal' if i % 2 else 'atypical'},d{i % 3},{i}.5,{2 * i}\n"
                                              for i, p in enumerate(pngs))
     csv = folder / "figures.csv"
-    data = text.encode()
-    csv.write_bytes(data)
-    full = read_manifest(str(csv))
-
-    @FUZZ
-    @given(blob=damaged(data))
-    def check(blob):
-        csv.write_bytes(blob)
-        result = attempt(lambda: read_manifest(str(csv)))
-        if result is not None and len(blob) < len(data):
-            _prefix_of(result, full)
-
-    check()
+    _fuzz_table(csv, text.encode(), lambda: read_manifest(str(csv)))
 
 
 def test_fuzz_midog25_csv(midog25_csv, tmp_path_factory):
@@ -196,17 +190,7 @@ def test_fuzz_midog25_csv(midog25_csv, tmp_path_factory):
     images.mkdir()
     for name in pd.read_csv(csv, dtype=str)["image_id"]:  # the reader checks that the files exist
         (images / name).write_bytes(b"")
-    full = read_midog25(str(csv), str(images))
-
-    @FUZZ
-    @given(blob=damaged(head))
-    def check(blob):
-        csv.write_bytes(blob)
-        result = attempt(lambda: read_midog25(str(csv), str(images)))
-        if result is not None and len(blob) < len(head):
-            _prefix_of(result, full)
-
-    check()
+    _fuzz_table(csv, head, lambda: read_midog25(str(csv), str(images)))
 
 
 # --- ground-truth JSON -----------------------------------------------------------------------------------------

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from mitotype.data import targets
 from mitotype.data.images import load_images
@@ -147,31 +144,3 @@ def test_load_masks_checks_its_input():
         targets.load_masks([None, None], np.zeros((1, 8, 8, 3), np.uint8))
     with pytest.raises(MitotypeError, match="uint8"):
         targets.load_masks([None], np.zeros((1, 8, 8, 3), np.float32))
-
-
-def test_masks_command_writes_masks_report_and_gallery(amibr_root, tmp_path):
-    from mitotype.cli import main
-
-    out = tmp_path / "masks"
-    assert main(["masks", f"amibr:{amibr_root}", "--out", str(out), "--limit", "30", "--gallery", "4",
-                 "--no-progress"]) == 0
-    report = json.loads((out / "masks_report.json").read_text())
-    assert report["n"] == 30
-    for key in ("n_fallback", "fallback_rate", "centre_hit_rate", "area_px", "per_class", "per_domain"):
-        assert key in report
-    assert set(report["area_px"]) == {"p5", "p25", "p50", "p75", "p95"}
-    assert report["centre_hit_rate"] >= 0.9
-    pngs = sorted((out / "masks").glob("*.png"))
-    assert len(pngs) == 30
-    values = np.asarray(Image.open(pngs[0]))
-    assert set(np.unique(values)) <= {0, 1, 255} and 1 in values
-    assert (out / "gallery.png").stat().st_size > 10_000
-    assert "| all | 30 |" in (out / "masks_report.md").read_text()
-    assert len((out / "masks.csv").read_text().splitlines()) == 31
-
-
-def test_masks_command_bad_spec_is_a_clear_error(tmp_path, capsys):
-    from mitotype.cli import main
-
-    assert main(["masks", f"folder:{tmp_path / 'nothing'}", "--out", str(tmp_path / "o")]) == 2
-    assert "error" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mitotype.models import weights
+from tests.predict.conftest import small_loaded, small_model  # noqa: F401  (fixtures: the ONNX tests' small model)
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ def test_members_must_share_preprocessing(tmp_path, capsys):
 
 
 def test_an_ensemble_that_stores_tta_averages_the_views_on_every_backend(tmp_path, crops, monkeypatch):
-    from mitotype.predict.onnx import open_model
+    from mitotype.models.onnx import open_model
 
     monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
     paths = [member(tmp_path / f"m{i}.pt", i, 0.5) for i in range(2)]

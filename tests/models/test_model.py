@@ -118,9 +118,69 @@ def test_mask_pooling_uses_the_predicted_mask_at_inference(monkeypatch):
         assert not torch.allclose(deep.mean(dim=(2, 3)), expected, atol=1e-3)
 
 
+@pytest.fixture(scope="module")
+def real_crops(amibr_root):
+    """Eight AMi-Br test crops, normalised, at 64 px (real pixels, small network)."""
+    import torch.nn.functional as F
+
+    from mitotype.data.images import load_images
+    from mitotype.data.spec import load_figures
+    from mitotype.models.inference import model_inputs
+
+    images = load_images(load_figures(f"amibr:{amibr_root}:split=test")[:8], size=128)
+    x = torch.from_numpy(model_inputs(images, (128, 128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)))
+    return F.interpolate(x, size=64, mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("pooling", [False, True])
+def test_forward_is_forward_features_then_forward_head(real_crops, pooling):
+    """The split is the forward path itself: encoder maps -> (the decoders asked for, and the segmentation
+    decoder for mask pooling) -> head, bit for bit, in eval and training mode."""
+    torch.manual_seed(0)
+    model = create_model(make_cfg(mask_pooling=pooling)).eval()
+    x = real_crops
+    with torch.no_grad():
+        features = model.encoder(x)
+        for dense in (False, True):
+            out = model(x, dense=dense)
+            wanted = list(model.tasks) if dense else ["segmentation"] * pooling
+            maps = model._dense(features, wanted, x.shape[-2:])
+            logits = model.head(features[-1], maps.get("segmentation") if pooling else None)
+            assert torch.equal(out.logits, logits)
+            split = model.forward_head(model.forward_features(x), x.shape[-2:], dense)
+            assert all(a is b is None or torch.equal(a, b) for a, b in zip(out, split))
+            if dense:
+                assert torch.equal(out.mask, maps["segmentation"]) and torch.equal(out.heatmap, maps["localisation"])
+        model.train()
+        assert torch.equal(model(x).classes, model.forward_head(model.forward_features(x), x.shape[-2:], True).classes)
+
+
+@pytest.mark.parametrize("pooling", [False, True])
+def test_cam_differentiates_the_forward_logits(real_crops, pooling):
+    """Grad-CAM's gradients are those of the forward path's own atypical logit (a hook on the stage's map)."""
+    torch.manual_seed(0)
+    model = create_model(make_cfg(mask_pooling=pooling)).eval()
+    x, stage, kept = real_crops, model.cam_stage(), {}
+
+    def keep(module, inputs, output):
+        output[stage].retain_grad()
+        kept["map"] = output[stage]
+
+    handle = model.encoder.register_forward_hook(keep)
+    model(x.requires_grad_(True), dense=False).logits[:, 1].sum().backward()
+    handle.remove()
+    chosen, grad = kept["map"].detach(), kept["map"].grad
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * chosen).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(model.cam(x.detach()), cam / cam.flatten(1).amax(dim=1).clamp_min(1e-8)[:, None, None])
+
+
 def test_mask_pooling_needs_segmentation():
-    with pytest.raises(MitotypeError, match="segmentation"):
-        create_model(ModelConfig(encoder="test_resnet", pretrained=False, mask_pooling=True))
+    from mitotype.config import load_config
+
+    with pytest.raises(MitotypeError, match="mask_pooling needs the figure mask"):
+        load_config(None, ["model.mask_pooling=true"])
 
 
 def test_predict_proba_and_mode_restored():
@@ -188,5 +248,7 @@ def test_frozen_finetune_freezes_a_cnn_encoder():
 
 
 def test_bad_finetune_mode():
-    with pytest.raises(MitotypeError, match="finetune"):
-        create_model(ModelConfig(encoder="test_resnet", pretrained=False, finetune="partial"))
+    from mitotype.config import load_config
+
+    with pytest.raises(MitotypeError, match="model.finetune: must be one of full, frozen, lora, got 'partial'"):
+        load_config(None, ["model.finetune=partial"])

@@ -92,26 +92,17 @@ def test_foreign_checkpoint(tmp_path):
         load_model(plain)
 
 
-def test_weights_that_do_not_fit_the_architecture(saved):
+@pytest.mark.parametrize(("change", "message"), [
+    ({"encoder": "test_efficientnet"}, "model.pt: the weights do not fit.*test_efficientnet"),  # test_resnet's weights
+    ({"pixel_classes": {"enabled": True, "weight": 0.5}}, "do not fit"),  # a decoder that is not in the file
+    ({"no_such_key": 1}, "model.pt.*no_such_key"),  # a stored config that no longer reads
+])
+def test_a_stored_config_that_does_not_match_is_named(saved, change, message):
     path = saved[0]
     payload = read_payload(path)
-    payload["config"]["model"]["encoder"] = "test_efficientnet"  # the stored weights are test_resnet's
+    payload["config"]["model"].update(change)
     torch.save(payload, path)
-    with pytest.raises(MitotypeError, match="model.pt: the weights do not fit.*test_efficientnet"):
-        load_model(path)
-    payload["config"]["model"]["encoder"] = "test_resnet"
-    payload["config"]["model"]["pixel_classes"] = {"enabled": True, "weight": 0.5}  # decoder not in the file
-    torch.save(payload, path)
-    with pytest.raises(MitotypeError, match="do not fit"):
-        load_model(path)
-
-
-def test_bad_stored_config(saved):
-    path = saved[0]
-    payload = read_payload(path)
-    payload["config"]["model"]["no_such_key"] = 1
-    torch.save(payload, path)
-    with pytest.raises(MitotypeError, match="model.pt.*no_such_key"):
+    with pytest.raises(MitotypeError, match=message):
         load_model(path)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import write_manifest
 from tests.models.conftest import imagenet_file  # noqa: F401  (a fixture: ImageNet weights, offline)
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
@@ -25,15 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = ["model.input_size=64", "train.batch_size=8", "train.epochs=1",
         "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.threads=1",
         "train.monitor=val_auroc"]
-
-
-def write_manifest(path: Path, figures) -> str:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "domain", "group"])
-        for f in figures:
-            writer.writerow([str(Path(f.path).resolve()), f.label, f.domain, f.group])
-    return f"manifest:{path}"
 
 
 @pytest.fixture(scope="module")

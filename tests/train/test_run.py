@@ -12,6 +12,7 @@ import torch
 from mitotype.cli import main
 from mitotype.config import load_config
 from mitotype.errors import MitotypeError
+from tests.conftest import write_manifest
 
 # Fast settings: 64 px input, 2 batches of 8 per epoch; every auxiliary task, background swap, EMA and
 # per-domain weights and the auxiliary-weight decay on, so that one run goes through every branch of the
@@ -39,13 +40,7 @@ def small_spec(amibr_root, tmp_path_factory) -> str:
             rows += [atypical[0], normal[0], normal[1]]
         if len(rows) >= 48:
             break
-    path = tmp_path_factory.mktemp("spec") / "small.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "domain", "group"])
-        for f in rows:
-            writer.writerow([str(Path(f.path).resolve()), f.label, f.domain, f.group])
-    return f"manifest:{path}"
+    return write_manifest(tmp_path_factory.mktemp("spec") / "small.csv", rows)
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +191,8 @@ def test_monitor_picks_checkpoint_and_early_stopping(monitor, mode, tmp_path):
     stopper = next(c for c in callbacks if isinstance(c, EarlyStopping))
     assert (best.monitor, best.mode) == (monitor, mode)
     assert stopper.monitor == monitor and stopper.mode == mode and stopper.patience == 3
-    with pytest.raises(MitotypeError, match="train.monitor must be one of .*, got 'val_f1'"):
-        _callbacks(load_config(None, ["train.monitor=val_f1"]), tmp_path, progress=False)
+    with pytest.raises(MitotypeError, match="train.monitor: must be one of .*, got 'val_f1'"):
+        load_config(None, ["train.monitor=val_f1"])
 
 
 def test_mask_method_disk_replaces_the_segmented_targets(small_spec):
@@ -208,8 +203,8 @@ def test_mask_method_disk_replaces_the_segmented_targets(small_spec):
     dm = FigureDataModule(cfg, small_spec, progress=False)
     dm.setup()
     assert (dm.train_set.masks == disk_masks(dm.train_set.images)).all()
-    with pytest.raises(MitotypeError, match="train.mask_method must be one of segmented, disk, got 'circle'"):
-        load_config(None, ["model.segmentation.enabled=true", "train.mask_method=circle"])  # config.validate
+    with pytest.raises(MitotypeError, match="train.mask_method: must be one of segmented, disk, got 'circle'"):
+        load_config(None, ["model.segmentation.enabled=true", "train.mask_method=circle"])  # its Literal
 
 
 class _EpochWeights(L.Callback):
@@ -249,7 +244,7 @@ def test_checkpoint_policy_writes_the_tail_average_or_the_last_weights(policy, s
 
 
 def test_swa_settings_are_checked_when_read():
-    with pytest.raises(MitotypeError, match="train.checkpoint must be one of best, last, swa, got 'swaa'"):
+    with pytest.raises(MitotypeError, match="train.checkpoint: must be one of best, last, swa, got 'swaa'"):
         load_config(None, ["train.checkpoint=swaa"])
     with pytest.raises(MitotypeError, match="both average the weights"):
         load_config(None, ["train.checkpoint=swa", "train.ema_decay=0.99"])

@@ -2,14 +2,13 @@
 
 import pytest
 
-from mitotype.config import load_config
 from mitotype.models import create_model
-from mitotype.train.speed import DECODER_SETTINGS, REPO_CONFIGS, compare_decoders
+from mitotype.train.speed import DECODER_SETTINGS, compare_decoders, measure, run_config
 
 
 @pytest.mark.parametrize(("label", "name", "overrides"), DECODER_SETTINGS, ids=[s[0] for s in DECODER_SETTINGS])
 def test_every_decoder_setting_builds_what_it_says(label, name, overrides):
-    cfg = load_config(REPO_CONFIGS / f"{name}.yaml", ["model.pretrained=false", *overrides])
+    cfg, _ = run_config(name, overrides)
     model = create_model(cfg.model)
     if name == "cpu_stl":
         assert len(model.decoders) == 0
@@ -28,3 +27,16 @@ def test_compare_decoders_reports_the_cost_against_the_first():
     assert [r["setting"] for r in rows] == ["single", "shared narrow"]
     assert rows[0]["cost"] == 1.0
     assert all(r["patches_per_cpu_s"] > 0 and r["patches_per_s"] > 0 and r["cost"] > 0 for r in rows)
+
+
+def test_measure_times_the_training_step_with_background_swap(monkeypatch):
+    """The probe runs the one training loss (train.step.training_loss), background swap included."""
+    from mitotype.train import step
+
+    calls = []
+    real = step.training_loss
+    monkeypatch.setattr(step, "training_loss", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    cfg, _ = run_config("cpu_mtl", ["model.input_size=32", "model.background_swap=true"])
+    wall, cpu = measure(cfg, batch_size=2, steps=1, warmup=0)
+    assert wall > 0 and cpu > 0
+    assert len(calls) == 1 and "background_swap" in calls[0][1]

@@ -16,7 +16,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mitotype.commands.predict import add_backend_arguments, add_model_arguments
+    from mitotype.commands.options import add_backend_arguments, add_model_arguments, add_tta_argument
 
     parser.add_argument("--input", required=True, metavar="DIR",
                         help="the job's input folder (/input in the container)")
@@ -24,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where multiple-mitotic-figure-classification.json goes (/output in the container)")
     add_model_arguments(parser)
     add_backend_arguments(parser)
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average over the 8 flips and 90-degree rotations")
+    add_tta_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

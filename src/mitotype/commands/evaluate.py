@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import argparse
 
-from mitotype.commands.options import non_negative_int, positive_int, probability, random_seed
+from mitotype.commands.options import (
+    add_model_arguments,
+    add_tta_argument,
+    non_negative_int,
+    probability,
+    random_seed,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, metavar="MODEL",
-                        help="model file (model.pt from `mitotype train`, or 'default' for the shipped model); "
-                             "repeat for an ensemble (mean probability)")
+    add_model_arguments(parser, required=True)  # --model (repeat: an ensemble), --batch-size, --device
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="labelled data set spec, e.g. amibr:PATH:split=test, folder:PATH, manifest:CSV, "
                              "midog25:CSV:IMAGEDIR:domain=scanner, stack:FILE:gt=JSON ('+' joins several)")
     parser.add_argument("--out", default="runs/evaluate", metavar="DIR",
                         help="output folder (created; existing files are replaced). Default: %(default)s")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average P(atypical) over flips and 90-degree rotations")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                        help="figures per forward pass. Default: %(default)s")
-    parser.add_argument("--device", default="auto", metavar="D",
-                        help="cpu, cuda, cuda:1 or auto (a GPU when one is visible). Default: %(default)s")
+    add_tta_argument(parser)
     parser.add_argument("--n-boot", type=non_negative_int, default=1000, metavar="N",
                         help="bootstrap resamples for the 95%% intervals (0 = no intervals). Default: %(default)s")
     parser.add_argument("--threshold", type=probability, default=None, metavar="T",

@@ -16,23 +16,15 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mitotype.commands.options import positive_float, positive_int
+    from mitotype.commands.options import add_model_arguments, add_slide_arguments, positive_int
 
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="figure crops, folders of them (recursive) or multi-page TIFF stacks")
-    parser.add_argument("--model", default="default", metavar="M",
-                        help="model file (.pt) or 'default' (the model shipped with mitotype; the default)")
+    add_model_arguments(parser, ensemble=False, batch_size=16)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
                         help="explain at most the first N figures (default 100)")
-    parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
-                        help="figures per batch (default 16)")
-    parser.add_argument("--device", default="auto", metavar="D",
-                        help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--slide", metavar="SLIDE", help="a whole-slide image (with --coords)")
-    parser.add_argument("--coords", metavar="CSV", help="with --slide: CSV with columns x, y (level-0 pixels)")
-    parser.add_argument("--slide-mpp", type=positive_float, metavar="UM",
-                        help="with --slide: microns per pixel at level 0 when the slide lacks the metadata")
+    add_slide_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

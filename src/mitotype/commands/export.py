@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from mitotype.errors import MitotypeError
     from mitotype.io import check_output_file
     from mitotype.models.modelfile import load_model
-    from mitotype.predict.onnx import export_onnx
+    from mitotype.models.onnx import export_onnx
 
     if not 13 <= args.opset <= 23:
         raise MitotypeError(f"--opset {args.opset}: supported opsets are 13 to 23")
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         import tempfile
         from pathlib import Path
 
-        from mitotype.predict.onnx import calibration_batch, quantise_int8
+        from mitotype.models.int8 import calibration_batch, quantise_int8
 
         with tempfile.TemporaryDirectory(prefix="mitotype-export-") as tmp:
             fp32 = export_onnx(loaded, Path(tmp) / "fp32.onnx", opset=args.opset)

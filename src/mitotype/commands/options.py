@@ -1,7 +1,9 @@
 """Argument types and checks shared by the commands, so that a value means the same on every command.
 
 The types raise ``argparse.ArgumentTypeError``: argparse then prints a usage error naming the option.
-:func:`check_device` is called by each command before any model is loaded.
+:func:`check_device` is called by each command before any model is loaded. The option groups
+(:func:`add_model_arguments`, :func:`add_backend_arguments`, :func:`add_tta_argument`,
+:func:`add_slide_arguments`) declare the options that several commands share, spelled the same everywhere.
 """
 
 from __future__ import annotations
@@ -106,3 +108,51 @@ def check_device(device: str, option: str = "--device") -> str:
             raise MitotypeError(f"{option} mps: this machine has no Apple GPU; use --device cpu (or auto)")
         return device
     raise MitotypeError(f"{option} {device!r}: unsupported device type {parsed.type!r}; use {DEVICES_HINT}")
+
+
+# --- options shared by the commands that run a model ---------------------------------------------------------
+
+def add_model_arguments(parser: argparse.ArgumentParser, ensemble: bool = True, batch_size: int = 64,
+                        required: bool = False) -> None:
+    """--model (repeatable for an ensemble, else one file), --batch-size and --device (predict, challenge,
+    evaluate, explain)."""
+    if ensemble:
+        parser.add_argument("--model", action="append", required=required, metavar="M",
+                            help="model file (.pt from `mitotype train`) or 'default' (the model shipped with "
+                                 "mitotype; the default). Repeat for an ensemble: probabilities are averaged")
+    else:
+        parser.add_argument("--model", default="default", metavar="M",
+                            help="model file (.pt from `mitotype train`) or 'default' (the model shipped with "
+                                 "mitotype; the default)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
+                        help=f"figures per batch (default {batch_size})")
+    parser.add_argument("--device", default="auto", metavar="D",
+                        help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and --threads (predict, challenge)."""
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch", "torch-eager"), default="auto",
+                        help="auto (default: onnxruntime on CPU, the model's graph exported once and cached; "
+                             "torch on GPUs), onnx, torch (eager PyTorch, batch norm folded), or torch-eager "
+                             "(unfolded: the reference the others are tested against)")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads of the network (default: $OMP_NUM_THREADS, else all cores); 1 per "
+                             "process is fastest on a machine shared with other jobs")
+
+
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """--tta (predict, challenge, evaluate)."""
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average over the 8 flips and 90-degree rotations")
+
+
+def add_slide_arguments(parser: argparse.ArgumentParser) -> None:
+    """--slide, --coords and --slide-mpp (predict, explain)."""
+    parser.add_argument("--slide", metavar="SLIDE",
+                        help="a whole-slide image (SVS, pyramidal/plain TIFF, NDPI, ...; MRXS etc. with openslide)")
+    parser.add_argument("--coords", metavar="CSV",
+                        help="with --slide: CSV with columns x, y = figure centres in level-0 pixels")
+    parser.add_argument("--slide-mpp", "--mpp", dest="slide_mpp", type=positive_float, metavar="UM",
+                        help="with --slide: microns per pixel at level 0, for slides whose resolution metadata is "
+                             "missing or wrong (overrides the metadata)")

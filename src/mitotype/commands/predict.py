@@ -17,29 +17,12 @@ from __future__ import annotations
 
 import argparse
 
-from mitotype.commands.options import positive_float, positive_int
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by predict, explain and challenge (same spelling everywhere)."""
-    parser.add_argument("--model", action="append", metavar="M",
-                        help="model file (.pt from `mitotype train`) or 'default' (the model shipped with "
-                             "mitotype; the default). Repeat for an ensemble: probabilities are averaged")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                        help="figures per batch (default 64)")
-    parser.add_argument("--device", default="auto", metavar="D",
-                        help="torch device: auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, mps")
-
-
-def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """--backend and --threads, shared by predict and challenge."""
-    parser.add_argument("--backend", choices=("auto", "onnx", "torch", "torch-eager"), default="auto",
-                        help="auto (default: onnxruntime on CPU, the model's graph exported once and cached; "
-                             "torch on GPUs), onnx, torch (eager PyTorch, batch norm folded), or torch-eager "
-                             "(unfolded: the reference the others are tested against)")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="threads of the network (default: $OMP_NUM_THREADS, else all cores); 1 per "
-                             "process is fastest on a machine shared with other jobs")
+from mitotype.commands.options import (
+    add_backend_arguments,
+    add_model_arguments,
+    add_slide_arguments,
+    add_tta_argument,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,16 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE",
                         help="write FILE.csv, FILE.json (with models, threshold and provenance) or FILE.geojson "
                              "(slides only: QuPath point detections) instead of printing a table")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average over the 8 flips and 90-degree rotations")
+    add_tta_argument(parser)
     add_backend_arguments(parser)
-    parser.add_argument("--slide", metavar="SLIDE",
-                        help="a whole-slide image (SVS, pyramidal/plain TIFF, NDPI, ...; MRXS etc. with openslide)")
-    parser.add_argument("--coords", metavar="CSV",
-                        help="with --slide: CSV with columns x, y = figure centres in level-0 pixels")
-    parser.add_argument("--slide-mpp", "--mpp", dest="slide_mpp", type=positive_float, metavar="UM",
-                        help="with --slide: microns per pixel at level 0, for slides whose resolution metadata is "
-                             "missing or wrong (overrides the metadata)")
+    add_slide_arguments(parser)
     parser.add_argument("--shape", choices=("point", "square"), default="point",
                         help="GeoJSON output: each figure as a point (default) or as the square of the crop the "
                              "model saw (level-0 pixels), so reviewers see its field of view in QuPath")

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mitotype.errors import MitotypeError
-
 if TYPE_CHECKING:
     from mitotype.config import ModelConfig
     from mitotype.models.model import MitoNet, Outputs
 
-__all__ = ["FINETUNE_MODES", "MitoNet", "Outputs", "create_model"]
-
-FINETUNE_MODES = ("full", "frozen", "lora")
+__all__ = ["MitoNet", "Outputs", "create_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,12 +26,6 @@ def create_model(cfg: ModelConfig) -> MitoNet:
     from mitotype.models.encoders import create_encoder
     from mitotype.models.model import MitoNet
 
-    if cfg.finetune not in FINETUNE_MODES:
-        raise MitotypeError(f"model.finetune: {cfg.finetune!r} is not one of {list(FINETUNE_MODES)}")
-    if cfg.mask_pooling and not cfg.segmentation.enabled:
-        raise MitotypeError("model.mask_pooling needs the figure mask: set model.segmentation.enabled=true")
-    if cfg.heatmap_loss not in ("mse", "focal"):
-        raise MitotypeError(f"model.heatmap_loss: {cfg.heatmap_loss!r} is not one of ['mse', 'focal']")
     model = MitoNet(cfg, create_encoder(cfg))
     if cfg.finetune != "full":
         from mitotype.models.finetune import apply_finetune

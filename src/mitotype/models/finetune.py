@@ -43,10 +43,8 @@ def apply_finetune(model: nn.Module, cfg: ModelConfig) -> nn.Module:
         else:
             model.freeze_encoder()
         return model
-    if cfg.finetune == "lora":
-        add_lora(encoder.backbone if is_vit else encoder, cfg)
-        return model
-    raise MitotypeError(f"model.finetune: {cfg.finetune!r} is not one of ['full', 'frozen', 'lora']")
+    add_lora(encoder.backbone if is_vit else encoder, cfg)  # "lora": the config allows nothing else
+    return model
 
 
 def lora_target_names(module: nn.Module, targets: tuple[str, ...] | list[str]) -> list[str]:

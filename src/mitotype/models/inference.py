@@ -8,7 +8,7 @@ decoders never run here (except the mask for ``mask_pooling`` models, inside the
 Backends (``backend=``), all given float32 NCHW batches and returning (N, 2) logits:
 
 - ``"onnx"``: onnxruntime on the model's ONNX graph, exported once per model file and cached
-  (``mitotype.predict.onnx``); the fastest on CPU (docs/PERFORMANCE.md);
+  (``mitotype.models.onnx``); the fastest on CPU (docs/PERFORMANCE.md);
 - ``"torch"``: eager PyTorch, channels-last, batch norm folded into the convolutions;
 - ``"torch-eager"``: eager PyTorch without folding (the reference the others are tested against);
 - ``"auto"``: ``onnx`` on CPU (``torch`` if the export fails, with a warning), ``torch`` on other devices.
@@ -20,7 +20,6 @@ resize, so the onnxruntime path never imports torch: importing it costs about a 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import os
 import warnings
@@ -167,33 +166,27 @@ def fold_batchnorm(model):
 
 
 def torch_runner(loaded: Any, device: str, bf16: bool = False, fold: bool = True,
-                 threads: int | None = None) -> Runner:
+                 threads: int | None = None, channels_last: bool = True) -> Runner:
+    """Eager PyTorch on ``loaded.model`` (moved in place; folding makes a copy): channels-last unless
+    ``channels_last=False`` (NCHW, which ``mitotype bench`` compares), bf16 autocast with ``bf16``."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     model = loaded.model.to(device).eval()
     if fold:
         model = fold_batchnorm(model)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=layout)
 
     def run(x: np.ndarray) -> np.ndarray:
         autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 \
             else contextlib.nullcontext()
-        batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+        batch = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
         with torch.inference_mode(), autocast:
             return model(batch, dense=False).logits.float().cpu().numpy()
 
     return run
-
-
-def _onnx_module():
-    try:
-        return importlib.import_module("mitotype.predict.onnx")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mitotype.predict.onnx":
-            raise
-        raise MitotypeError("backend 'onnx' is not available in this installation") from None
 
 
 def _torch_model(loaded: Any, device: str) -> Any:
@@ -221,12 +214,14 @@ def make_runner(loaded: Any, backend: str, device: str, bf16: bool = False, thre
 def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
                 threads: int | None = None) -> tuple[str, Runner]:
     """(the backend actually used, its runner) for one model."""
+    from mitotype.models import onnx
+
     chosen = resolve_backend(backend, device, bf16)
-    if backend == "auto" and (not getattr(loaded, "path", "") or "onnx_export_failed" in loaded.meta):
+    if backend == "auto" and (not getattr(loaded, "path", "") or onnx.EXPORT_FAILED in loaded.meta):
         chosen = "torch"  # a network built in memory has no file to key a graph by; or its export failed
     if chosen == "onnx":
         try:
-            return chosen, _onnx_module().make_runner(loaded, device, threads=threads)
+            return chosen, onnx.make_runner(loaded, device, threads=threads)
         except MitotypeError as exc:
             if backend != "auto":
                 raise
@@ -322,7 +317,7 @@ def model_inputs(images: np.ndarray, preprocessing: tuple[int, int, Any, Any, st
 def predict_proba(models: Sequence[Any] | Any, images: np.ndarray, batch_size: int = 64, tta: bool = False,
                   device: str = "cpu", progress: bool = False, backend: str = "torch", bf16: bool = False,
                   threads: int | None = None) -> np.ndarray:
-    """(N,) mean P(atypical) over ``models`` (LoadedModel, or opened by ``predict.onnx.open_model``) and
+    """(N,) mean P(atypical) over ``models`` (LoadedModel, or opened by ``models.onnx.open_model``) and
     (with ``tta``) the 8 dihedral views.
 
     ``images``: uint8 (N, H, W, 3). ``bf16``: bfloat16 autocast, torch only (see docs/MODELS.md for its

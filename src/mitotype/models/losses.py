@@ -1,6 +1,7 @@
-"""Multi-task loss: class loss + weighted dense auxiliary losses (+ background-swap consistency).
+"""Multi-task loss: class loss + weighted dense auxiliary losses.
 
-total = class + w_seg * (BCE + Dice) + w_pix * (CE + Dice) + w_loc * (MSE | focal) + w_swap * consistency
+total = class + w_seg * (BCE + Dice) + w_pix * (CE + Dice) + w_loc * (MSE | focal)
+(the training step adds w_swap * the background-swap consistency: ``mitotype.train.background_swap``)
 
 * class: cross-entropy or focal (``train.class_loss``, ``train.focal_gamma``), with class weights
   (``class_weights``, e.g. ~(1, 3.5) for 1 atypical to 3.5 normal), label smoothing, and optional per-sample
@@ -53,10 +54,6 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         self.model_cfg = run_cfg.model
         self.train_cfg = run_cfg.train
-        if self.train_cfg.class_loss not in ("ce", "focal"):
-            from mitotype.errors import MitotypeError
-
-            raise MitotypeError(f"train.class_loss: {self.train_cfg.class_loss!r} is not one of ['ce', 'focal']")
         cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", cw, persistent=False)
 
@@ -103,15 +100,9 @@ class MultiTaskLoss(nn.Module):
         mse = (torch.sigmoid(logits) - heatmap) ** 2
         return (mse * valid).sum() / valid.sum().clamp_min(1.0)
 
-    def consistency(self, logits: torch.Tensor, swapped_logits: torch.Tensor) -> torch.Tensor:
-        """Symmetric KL between the class predictions on a patch and on its background-swapped copy."""
-        p, q = F.log_softmax(logits.float(), 1), F.log_softmax(swapped_logits.float(), 1)
-        return 0.5 * (F.kl_div(q, p, log_target=True, reduction="batchmean")
-                      + F.kl_div(p, q, log_target=True, reduction="batchmean"))
-
-    def forward(self, outputs, batch: dict, swapped=None, aux_scale: float = 1.0):
-        """``outputs``: the model's Outputs; ``swapped``: Outputs on background-swapped images (optional);
-        ``aux_scale``: multiplies every dense task's weight (``aux_weight_scale``)."""
+    def forward(self, outputs, batch: dict, aux_scale: float = 1.0):
+        """``outputs``: the model's Outputs; ``aux_scale``: multiplies every dense task's weight
+        (``aux_weight_scale``)."""
         m = self.model_cfg
         parts = {"class": self.class_loss(outputs.logits, batch["label"], batch.get("weight"), batch.get("soft"))}
         total = parts["class"]
@@ -128,44 +119,11 @@ class MultiTaskLoss(nn.Module):
             if task.enabled and out is not None:
                 parts[name] = fn(out)
                 total = total + aux_scale * task.weight * parts[name]
-        if m.background_swap.enabled and swapped is not None:
-            parts["background_swap"] = self.consistency(outputs.logits, swapped.logits)
-            total = total + m.background_swap.weight * parts["background_swap"]
         return total, parts
-
-
-AUX_SCHEDULES = ("constant", "decay")
 
 
 def aux_weight_scale(schedule: str, step: int, total_steps: int) -> float:
     """Factor on the auxiliary loss weights at ``step`` of ``total_steps`` (``train.aux_schedule``)."""
-    if schedule == "constant":
-        return 1.0
     if schedule == "decay":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
-    from mitotype.errors import MitotypeError
-
-    raise MitotypeError(f"train.aux_schedule: {schedule!r} is not one of {list(AUX_SCHEDULES)}")
-
-
-def swap_background(images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image's background (outside its figure mask) replaced by the background of another image in
-    the batch, from another domain where the batch has one. ``masks`` (N, 1, H, W) in {0, 1}.
-
-    Where the donor's own figure lies, the donor pixels are replaced by the receiver's pixels, so no second
-    figure is pasted in. The training code feeds the result to the model and passes those Outputs to
-    ``MultiTaskLoss(..., swapped=...)``.
-    """
-    n = images.shape[0]
-    perm = torch.randperm(n, generator=generator)
-    for i in range(n):  # prefer a donor from another domain (n is a batch: cheap)
-        if domains[perm[i]] == domains[i]:
-            others = (domains != domains[i]).nonzero().flatten()
-            if len(others):
-                perm[i] = others[torch.randint(len(others), (1,), generator=generator)].item()
-    fig = masks.to(images.dtype)
-    donor = images[perm]
-    donor_fig = fig[perm]
-    background = donor * (1 - donor_fig) + images * donor_fig
-    return images * fig + background * (1 - fig)
+    return 1.0  # "constant"

@@ -55,17 +55,26 @@ class MitoNet(nn.Module):
             return {t: self.dense_heads[t](shared, size) for t in tasks}
         return {t: self.dense_heads[t](self.decoders[t](features), size) for t in tasks}
 
-    def forward(self, x: torch.Tensor, dense: bool | None = None) -> Outputs:
-        """``dense=None``: decoders in training mode only; True/False forces them on/off."""
-        features = self.encoder(x)
-        run_dense = self.training if dense is None else dense
-        wanted = list(self.tasks) if run_dense else []
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, fine to coarse (``encoder.feature_info`` gives their channels)."""
+        return self.encoder(x)
+
+    def forward_head(self, features: list[torch.Tensor], size, dense: bool = False) -> Outputs:
+        """Outputs from :meth:`forward_features`' maps at input ``size`` (H, W): the class logits, and the
+        dense tasks' maps when ``dense``. With ``mask_pooling`` the segmentation decoder runs either way,
+        since its mask weights the head's pooling."""
+        wanted = list(self.tasks) if dense else []
         if self.cfg.mask_pooling and "segmentation" not in wanted:
             wanted.append("segmentation")
-        dense_out = self._dense(features, wanted, x.shape[-2:])
+        dense_out = self._dense(features, wanted, size)
         logits = self.head(features[-1], dense_out.get("segmentation") if self.cfg.mask_pooling else None)
-        fields = {TASKS[t][0]: v for t, v in dense_out.items() if run_dense}
+        fields = {TASKS[t][0]: v for t, v in dense_out.items() if dense}
         return Outputs(logits, **fields)
+
+    def forward(self, x: torch.Tensor, dense: bool | None = None) -> Outputs:
+        """``dense=None``: decoders in training mode only; True/False forces them on/off."""
+        run_dense = self.training if dense is None else dense
+        return self.forward_head(self.forward_features(x), x.shape[-2:], dense=run_dense)
 
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,11 +109,9 @@ class MitoNet(nn.Module):
         try:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
-                features = self.encoder(x)
+                features = self.forward_features(x)  # the forward path itself, keeping the stage's map
                 chosen = features[stage]
-                mask = self._dense(features, ["segmentation"], x.shape[-2:])["segmentation"] \
-                    if self.cfg.mask_pooling else None
-                logits = self.head(features[-1], mask)
+                logits = self.forward_head(features, x.shape[-2:], dense=False).logits
                 (grad,) = torch.autograd.grad(logits[:, target].sum(), chosen)
             weights = grad.mean(dim=(2, 3), keepdim=True)
             cam = torch.relu((weights * chosen.detach()).sum(dim=1, keepdim=True))

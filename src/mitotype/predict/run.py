@@ -12,7 +12,7 @@ stored threshold (the mean of the members' thresholds for an ensemble).
 
 Crops are decoded chunk by chunk in a background thread while the network runs on the previous chunk
 (Pillow, tifffile and onnxruntime release the GIL, so the two overlap on a free core). On CPU the default
-backend is onnxruntime on the model's cached ONNX graph (``models.inference``, ``predict.onnx``).
+backend is onnxruntime on the model's cached ONNX graph (``models.inference``, ``models.onnx``).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def load_models(model_paths: Sequence[str], device: str, backend: str = "torch",
     if not model_paths:
         raise MitotypeError("no model given")
     if resolve_backend(backend, device) == "onnx":
-        from mitotype.predict.onnx import open_model
+        from mitotype.models.onnx import open_model
 
         return [open_model(m, device=device, threads=threads) for m in model_paths]
     from mitotype.models.modelfile import load_model

@@ -41,8 +41,6 @@ class FigureDataModule(L.LightningDataModule):
 
     # Lightning calls setup() on every process (DDP): each rank reads the data itself, no pickling.
     def setup(self, stage: str | None = None) -> None:
-        if self.cfg.train.mask_method not in ("segmented", "disk"):
-            raise MitotypeError(f"train.mask_method: {self.cfg.train.mask_method!r} is not one of disk, segmented")
         if self.train_set is not None:
             return
         from mitotype.data.dataset import FigureDataset
@@ -119,8 +117,6 @@ class FigureDataModule(L.LightningDataModule):
         t = self.cfg.train
         if t.balanced_sampling or t.class_weights == "none":
             return None
-        if t.class_weights != "balanced":
-            raise MitotypeError(f"train.class_weights: unknown {t.class_weights!r}; use balanced or none")
         return torch.tensor(inverse_frequency(self.train_labels, 2), dtype=torch.float32)
 
     def domain_weights(self) -> torch.Tensor:

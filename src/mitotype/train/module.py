@@ -1,4 +1,4 @@
-"""The LightningModule: one MitoNet, its multi-task loss, background swap, AdamW and the LR schedule."""
+"""The LightningModule: one MitoNet, its training loss (``train.step``), AdamW and the LR schedule."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from mitotype.config import RunConfig
-from mitotype.models.losses import aux_weight_scale, swap_background
-
-
-def keep_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Pixels a background swap must not touch: the figure and ignored pixels (zero-padding is not
-    background tissue: neither replaced in the receiver nor pasted from the donor)."""
-    return torch.maximum(batch["mask"], 1.0 - batch["valid"])
+from mitotype.models.losses import aux_weight_scale
+from mitotype.train.step import training_loss
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.0):
@@ -50,7 +45,6 @@ class MitoModule(L.LightningModule):
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = MultiTaskLoss(cfg, class_weights=class_weights)
-        aux_weight_scale(cfg.train.aux_schedule, 0, 1)  # an unknown schedule fails here, not mid-training
         self.register_buffer("domain_weight", domain_weights, persistent=False)
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -71,22 +65,7 @@ class MitoModule(L.LightningModule):
             aux_scale = aux_weight_scale(self.cfg.train.aux_schedule, self.global_step,
                                          self.trainer.estimated_stepping_batches)
             self.log("aux_scale", aux_scale, on_step=False, on_epoch=True, batch_size=n)
-        swap = self.cfg.model.background_swap
-        if swap.enabled and n > 1:
-            swapped = swap_background(batch["image"], keep_mask(batch), batch["domain"])
-            # One forward pass over originals and swapped copies; the copies keep every target (the figure
-            # did not move) and get the class and dense losses too, plus the consistency term.
-            batch = {k: torch.cat([v, v]) if torch.is_tensor(v) and v.shape[:1] == (n,) else v
-                     for k, v in batch.items()}
-            batch["image"] = torch.cat([batch["image"][:n], swapped])
-            outputs = self(batch["image"])
-            total, parts = self.criterion(outputs, batch, aux_scale=aux_scale)
-            consistency = self.criterion.consistency(outputs.logits[:n], outputs.logits[n:])
-            total = total + swap.weight * consistency
-            parts = {**parts, "background_swap": consistency}
-        else:
-            outputs = self(batch["image"])
-            total, parts = self.criterion(outputs, batch, aux_scale=aux_scale)
+        total, parts = training_loss(self, self.criterion, self.cfg, batch, aux_scale=aux_scale)
         if not torch.isfinite(total):
             from mitotype.errors import MitotypeError
 
@@ -151,14 +130,10 @@ class MitoModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=total,
                 pct_start=min(0.5, max(0.01, t.warmup_epochs / max(1, t.epochs))))
-        elif t.schedule == "cosine":
+        else:  # "cosine" (the config allows nothing else)
             steps_per_epoch = total / max(1, t.epochs)
             warmup = round(t.warmup_epochs * steps_per_epoch)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total, floor=0.01))
-        else:
-            from mitotype.errors import MitotypeError
-
-            raise MitotypeError(f"train.schedule: unknown {t.schedule!r}; use cosine or onecycle")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

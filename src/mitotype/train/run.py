@@ -59,9 +59,7 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
 
     from mitotype.train.callbacks import EpochHistory, RngState, TailAveraging
 
-    monitor = cfg.train.monitor
-    if monitor not in MONITORS:
-        raise MitotypeError(f"train.monitor: {monitor!r} is not one of {sorted(MONITORS)}")
+    monitor = cfg.train.monitor  # one of MONITORS: TrainConfig.monitor's Literal (tests/train/test_run.py)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
                                  mode=MONITORS[monitor], save_top_k=1, enable_version_counter=False)
     # save_last=True above would refresh last.ckpt only when the monitor improves: a second, unmonitored

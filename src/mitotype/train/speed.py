@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package (the clone's configs/ links here)
 # (label, config in configs/, overrides): the single-task twin first (the ratios' reference), today's
 # decoders, then the cheaper ones (docs/PERFORMANCE.md, training).
 DECODER_SETTINGS = [
@@ -42,22 +42,27 @@ DECODER_SETTINGS = [
 QUICK_DECODERS = (0, 1, 4)  # single-task, today's decoders, the shared narrow one
 
 
+def run_config(name: str, overrides: list[str] | None = None):
+    """(RunConfig, source) for the shipped ``configs/<name>.yaml`` with random-init weights (speed does not
+    need them)."""
+    from mitotype.config import load_config
+
+    fixed = ["model.pretrained=false", "model.weights=null"]
+    return load_config(CONFIGS / f"{name}.yaml", fixed + list(overrides or [])), f"configs/{name}.yaml"
+
+
 def compare_decoders(batch_size: int = 32, steps: int = 4, rounds: int = 2, settings=None,
                      progress=print) -> list[dict]:
     """Patches per CPU-second (and per second of wall clock, same round) of each decoder setting, the best
     of ``rounds`` interleaved ones, and its step's cost relative to the first setting (``cost`` = first's
     patches/CPU-s / this one's)."""
-    from mitotype.config import load_config
-
-    configs = REPO_CONFIGS
     settings = settings or DECODER_SETTINGS
     best: dict[str, tuple[float, float]] = {}  # label -> (cpu, wall) of its best round
     # a fresh process's first steps also pay for oneDNN's kernels and the allocator's growth: not timed
-    measure(load_config(configs / f"{settings[0][1]}.yaml", ["model.pretrained=false", *settings[0][2]]),
-            "32", True, batch_size, steps=1, warmup=1)
+    measure(run_config(settings[0][1], settings[0][2])[0], "32", True, batch_size, steps=1, warmup=1)
     for r in range(rounds):
         for label, name, overrides in settings:
-            cfg = load_config(configs / f"{name}.yaml", ["model.pretrained=false", *overrides])
+            cfg = run_config(name, overrides)[0]
             wall, cpu = measure(cfg, "32", cfg.train.channels_last, batch_size, steps, warmup=1)
             best[label] = max(best.get(label, (0.0, 0.0)), (cpu, wall))
             progress(f"round {r + 1} {label}: {cpu:.1f} patches/CPU-s (load {os.getloadavg()[0]:.1f})")
@@ -78,6 +83,28 @@ def synthetic_batch(cfg, batch_size: int) -> dict[str, torch.Tensor]:
             "domain": torch.arange(batch_size) % 3, "index": torch.arange(batch_size)}
 
 
+def training_step(cfg, precision: str = "32", channels_last: bool = True):
+    """``step(batch)``: forward, loss, backward and AdamW step of a fresh network for ``cfg`` -- the loss of
+    ``MitoModule.training_step`` itself (``train.step.training_loss``: background swap included)."""
+    import dataclasses
+
+    from mitotype.train.module import MitoModule
+    from mitotype.train.step import training_loss
+
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=channels_last))
+    module = MitoModule(cfg).train()
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
+            total, _ = training_loss(module, module.criterion, cfg, batch)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    return step
+
+
 def measure(cfg, precision: str = "32", channels_last: bool = True, batch_size: int = 32, steps: int = 6,
             warmup: int = 2) -> tuple[float, float]:
     """Training patches per second: ``(wall, cpu)``, medians over ``steps`` after ``warmup`` steps.
@@ -85,30 +112,12 @@ def measure(cfg, precision: str = "32", channels_last: bool = True, batch_size: 
     ``cpu`` divides by the process's CPU time instead of the wall clock: on a machine shared with other
     jobs it is what the step would reach alone (with one thread; with n threads it is n times too low).
     """
-    from mitotype.models import create_model
-    from mitotype.models.losses import MultiTaskLoss, swap_background
-
-    model = create_model(cfg.model).train()
-    loss_fn = MultiTaskLoss(cfg)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    step = training_step(cfg, precision, channels_last)
     batch = synthetic_batch(cfg, batch_size)
-    swap = cfg.model.background_swap.enabled
-    if swap:  # the training step then runs originals and swapped copies together
-        swapped = swap_background(batch["image"], batch["mask"], batch["domain"])
-        batch = {k: torch.cat([v, v]) for k, v in batch.items()}
-        batch["image"][batch_size:] = swapped
-    x = batch["image"].contiguous(memory_format=torch.channels_last) if channels_last else batch["image"]
     times, cpu_times = [], []
     for i in range(warmup + steps):
         start, cpu_start = time.perf_counter(), time.process_time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
-            out = model(x)
-            total, _ = loss_fn(out, batch)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        step(batch)
         if i >= warmup:
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
@@ -124,16 +133,12 @@ def measure_loader(cfg, spec: str, workers: int, batches: int = 6, warmup: int =
 
     from torch.utils.data import DataLoader
 
-    from mitotype.models import create_model
-    from mitotype.models.losses import MultiTaskLoss
     from mitotype.train.datamodule import FigureDataModule
 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=workers))
     data = FigureDataModule(cfg, spec, progress=False)
     data.setup("fit")
-    model = create_model(cfg.model).train().to(memory_format=torch.channels_last)
-    loss_fn = MultiTaskLoss(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    step = training_step(cfg)
 
     def cpu() -> float:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -146,11 +151,7 @@ def measure_loader(cfg, spec: str, workers: int, batches: int = 6, warmup: int =
         if i == warmup:  # worker start-up and first batches not timed
             start, cpu_start, n = time.perf_counter(), cpu(), 0
         batch = next(loader)
-        out = model(batch["image"].contiguous(memory_format=torch.channels_last))
-        total, _ = loss_fn(out, batch)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        step(batch)
         n += batch["image"].shape[0]
     wall = time.perf_counter() - start
     del loader  # stops the workers: RUSAGE_CHILDREN counts them only once they have exited

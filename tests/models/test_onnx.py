@@ -10,9 +10,8 @@ from PIL import Image
 
 from mitotype.cli import main
 from mitotype.errors import MitotypeError
-from mitotype.predict.onnx import OnnxClassifier, cached_export, export_onnx, read_metadata
-
-from .conftest import amibr_pngs
+from mitotype.models.onnx import OnnxClassifier, cached_export, export_onnx, read_metadata
+from tests.predict.conftest import amibr_pngs
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +105,7 @@ def _resaved(src, dest, threshold):
 
 
 def test_open_model_reuses_the_cached_graph(small_model, tmp_path, monkeypatch):
-    from mitotype.predict.onnx import OnnxModel, open_model
+    from mitotype.models.onnx import OnnxModel, open_model
 
     monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
     first = open_model(small_model)
@@ -120,7 +119,7 @@ def test_open_model_reuses_the_cached_graph(small_model, tmp_path, monkeypatch):
 
 
 def test_a_changed_model_file_gets_its_own_graph(small_model, small_loaded, tmp_path, monkeypatch):
-    from mitotype.predict.onnx import open_model
+    from mitotype.models.onnx import open_model
 
     monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
     a = open_model(small_model)
@@ -135,7 +134,7 @@ def test_a_damaged_or_foreign_cached_graph_is_rebuilt(small_model, exported, tmp
     import shutil
 
     from mitotype.io import sha256_file
-    from mitotype.predict.onnx import cached_path, open_model
+    from mitotype.models.onnx import cached_path, open_model
 
     monkeypatch.setenv("MITOTYPE_CACHE", str(tmp_path / "cache"))
     slot = cached_path(sha256_file(small_model))
@@ -148,7 +147,7 @@ def test_a_damaged_or_foreign_cached_graph_is_rebuilt(small_model, exported, tmp
 
 
 def test_an_unwritable_cache_falls_back_to_a_temporary_file(small_model, tmp_path, monkeypatch):
-    from mitotype.predict.onnx import OnnxModel, open_model
+    from mitotype.models.onnx import OnnxModel, open_model
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -181,7 +180,7 @@ def test_a_warm_cache_predicts_without_importing_torch(track2_root, tmp_path):
 
 def test_static_int8_graph_keeps_the_contract(exported, small_loaded, crops, tmp_path):
     from mitotype.models.inference import normalise
-    from mitotype.predict.onnx import quantise_int8
+    from mitotype.models.int8 import quantise_int8
 
     cfg = small_loaded.config.model
     x = normalise(crops, cfg.crop_size, cfg.input_size, cfg.mean, cfg.std)
@@ -195,7 +194,7 @@ def test_static_int8_graph_keeps_the_contract(exported, small_loaded, crops, tmp
 
 
 def test_a_failed_export_falls_back_to_torch_with_a_warning(small_model, stack_path, tmp_path, monkeypatch):
-    from mitotype.predict import onnx as onnx_mod
+    from mitotype.models import onnx as onnx_mod
     from mitotype.predict.run import predict
 
     def broken(*args, **kwargs):
@@ -213,8 +212,8 @@ def test_the_packaged_graph_describes_the_shipped_model_and_is_used(tmp_path, mo
     graph of exactly that file (regenerate: mitotype export --model default --onnx
     src/mitotype/assets/default.onnx), and predict uses it with an empty cache."""
     from mitotype.io import sha256_file
+    from mitotype.models import onnx as O
     from mitotype.models.modelfile import default_model_path
-    from mitotype.predict import onnx as O
 
     graph = O.packaged_graph()
     assert graph.is_file()

@@ -13,6 +13,7 @@ the mitotype version, and reuses it: :func:`open_model` then reads everything it
 preprocessing) from the cached graph's metadata and never imports torch (about a second per process). A
 cached graph whose metadata names another source hash, or that onnxruntime cannot open, is rebuilt; an
 unwritable cache falls back to a temporary file, a failed export to eager PyTorch, both with a warning.
+Int8 copies of a graph: :mod:`mitotype.models.int8`.
 """
 
 from __future__ import annotations
@@ -328,62 +329,3 @@ def onnx_classifier(loaded: Any, device: str = "cpu", opset: int = DEFAULT_OPSET
 def make_runner(loaded: Any, device: str = "cpu", threads: int | None = None) -> Any:
     """The hook of ``models.inference``: a callable float32 (N, 3, S, S) array -> (N, 2) logits array."""
     return onnx_classifier(loaded, device, threads=threads).logits
-
-
-# --- static int8 (QDQ) --------------------------------------------------------------------------------
-
-def calibration_batch(loaded: Any, spec: str, n: int = 320, seed: int = 0) -> np.ndarray:
-    """``n`` figures of the data spec (chosen with ``seed``), prepared as the graph's input."""
-    from mitotype.data.images import load_images
-    from mitotype.data.spec import load_figures
-    from mitotype.models.inference import model_inputs, preprocessing_of
-
-    figures = load_figures(spec)
-    pick = np.random.default_rng(seed).choice(len(figures), min(n, len(figures)), replace=False)
-    m = loaded.config.model
-    images = load_images([figures[i] for i in sorted(pick)], size=m.crop_size)
-    return model_inputs(images, preprocessing_of(loaded))
-
-
-def quantise_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, seed_note: str = "",
-                  method: str = "Percentile") -> Path:
-    """A static int8 QDQ copy of an exported graph: per-channel int8 weights, uint8 activations whose ranges
-    come from ``calibration`` (float32 NCHW batches prepared like the graph's input, a few hundred training
-    crops). Percentile calibration: MinMax lost more AUROC on the AMi-Br test split in probes; percentile's
-    loss is measured by ``mitotype bench --sections int8`` (docs/PERFORMANCE.md). The source graph's
-    metadata is kept, plus ``quantisation``."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from mitotype.io import write_bytes
-
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(calibration[i:i + 32] for i in range(0, len(calibration), 32))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"image": np.ascontiguousarray(batch, dtype=np.float32)}
-
-    out_path = Path(out_path)
-    meta = read_metadata(fp32_path)
-    with tempfile.TemporaryDirectory(prefix="mitotype-int8-") as tmp:
-        pre, quantised = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(quantised), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, method))
-        proto = onnx.load(str(quantised))
-    meta["quantisation"] = (f"static int8 QDQ, per-channel int8 weights, uint8 activations, {method} "
-                            f"calibration on {len(calibration)} crops {seed_note}").strip()
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, meta)
-    write_bytes(out_path, proto.SerializeToString())
-    return out_path
