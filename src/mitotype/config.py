@@ -139,6 +139,11 @@ class TrainConfig:
     num_nodes: int = 1
     max_train_batches: int | None = None  # for smoke tests: limit batches per epoch
     ema_decay: float = 0.0  # 0 = off
+    # Which weights become model.pt: "best" (the validation pick by train.monitor), "last" (the final epoch's)
+    # or "swa" (equal-weight average of the weights, batch-norm statistics included, at the end of each of the
+    # last train.swa_epochs epochs). The validation pick on a few hundred figures is noisy (docs/RESULTS.md).
+    checkpoint: Literal["best", "last", "swa"] = "best"
+    swa_epochs: int = 3
     # Figure-mask targets of the dense tasks: "segmented" (classical haematoxylin segmentation,
     # data/targets.py) or "disk" (a centred disk: the mask-quality ablation).
     mask_method: Literal["segmented", "disk"] = "segmented"

@@ -45,7 +45,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.focal_gamma": _at_least(0), "train.label_smoothing": FRACTION, "train.early_stopping_patience": _at_least(0),
     "train.val_fraction": FRACTION, "train.seed": _between(0, 2**32 - 1), "train.num_workers": _at_least(0),
     "train.threads": _at_least(0), "train.num_nodes": _at_least(1), "train.max_train_batches": _at_least(1),
-    "train.ema_decay": FRACTION, "train.distil_weight": FRACTION,
+    "train.ema_decay": FRACTION, "train.distil_weight": FRACTION, "train.swa_epochs": _at_least(1),
 }
 TASK_WEIGHT = _at_least(0)  # the loss weight of every dense task and of the background swap
 
@@ -81,6 +81,12 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     low, high = cfg.augment.affine_scale
     if low > high:
         raise MitotypeError(f"{where}: augment.affine_scale must be [low, high] with low <= high, got {[low, high]}")
+    if cfg.train.checkpoint == "swa" and cfg.train.ema_decay > 0:
+        raise MitotypeError(f"{where}: train.checkpoint=swa and train.ema_decay > 0 both average the weights; "
+                            "choose one")
+    if cfg.train.checkpoint == "swa" and cfg.train.swa_epochs > cfg.train.epochs:
+        raise MitotypeError(f"{where}: train.swa_epochs ({cfg.train.swa_epochs}) must be at most train.epochs "
+                            f"({cfg.train.epochs})")
     _check_devices_setting(cfg.train.devices, where)
 
 

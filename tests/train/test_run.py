@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -204,3 +205,48 @@ def test_mask_method_disk_replaces_the_segmented_targets(small_spec):
     assert (dm.train_set.masks == disk_masks(dm.train_set.images)).all()
     with pytest.raises(MitotypeError, match="train.mask_method: must be one of segmented, disk, got 'circle'"):
         load_config(None, ["model.segmentation.enabled=true", "train.mask_method=circle"])  # its Literal
+
+
+class _EpochWeights(L.Callback):
+    """The model's weights and buffers at the end of every training epoch (after validation)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.states.append({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+
+
+@pytest.mark.parametrize("policy", ["swa", "last"])
+def test_checkpoint_policy_writes_the_tail_average_or_the_last_weights(policy, small_spec, tmp_path):
+    from mitotype.models.modelfile import load_model
+    from mitotype.train.run import train
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "cpu_stl.yaml"
+    cfg = load_config(config, ["train.epochs=3", "model.pretrained=false", "model.input_size=64",
+                               "train.batch_size=16", "train.max_train_batches=2", f"train.checkpoint={policy}",
+                               "train.swa_epochs=2", "train.val_fraction=0.25"])
+    recorder = _EpochWeights()
+    model_path = train(cfg, small_spec, tmp_path / policy, callbacks=[recorder], progress=False)
+    saved = load_model(model_path).model.state_dict()
+    assert len(recorder.states) == 3
+    first, second, third = recorder.states
+    moved = 0
+    for name, value in saved.items():
+        if not value.is_floating_point():
+            continue
+        expected = third[name] if policy == "last" else (second[name] + third[name]) / 2
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6, msg=name)
+        moved += not torch.allclose(second[name], third[name])
+    assert moved > 0  # the last two epochs differ, so the average is not one of them
+    val = json.loads((tmp_path / policy / "val_metrics.json").read_text())
+    assert val["checkpoint"] == policy and val["best_epoch"] == 2
+
+
+def test_swa_settings_are_checked_when_read():
+    with pytest.raises(MitotypeError, match="train.checkpoint: must be one of best, last, swa, got 'swaa'"):
+        load_config(None, ["train.checkpoint=swaa"])
+    with pytest.raises(MitotypeError, match="both average the weights"):
+        load_config(None, ["train.checkpoint=swa", "train.ema_decay=0.99"])
+    with pytest.raises(MitotypeError, match="train.swa_epochs .* must be at most train.epochs"):
+        load_config(None, ["train.checkpoint=swa", "train.epochs=2", "train.swa_epochs=3"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import WeightAveraging
 
 from mitotype.io import save_figure, write_text
 
@@ -87,6 +88,37 @@ class RngState(L.Callback):
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+
+class TailAveraging(WeightAveraging):
+    """Stochastic weight averaging over the tail of training (``train.checkpoint=swa``): the equal-weight mean
+    of the weights and batch-norm buffers at the end of each of the last ``epochs`` epochs, which Lightning
+    copies into the model when training ends. Validation sees the current weights until the first update
+    (the base class would swap in the untouched initial copy), then the running average."""
+
+    def __init__(self, total_epochs: int, epochs: int) -> None:
+        super().__init__(use_buffers=True)
+        self.first_epoch = total_epochs - epochs
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return epoch_idx is not None and epoch_idx >= self.first_epoch
+
+    @property
+    def n_averaged(self) -> int:
+        return 0 if self._average_model is None else int(self._average_model.n_averaged)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.n_averaged:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.n_averaged:
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.n_averaged:  # stopped early before the tail: the last weights stay
+            super().on_train_end(trainer, pl_module)
 
 
 def _cell(value: Any) -> str:

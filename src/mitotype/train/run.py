@@ -57,7 +57,7 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
         TQDMProgressBar,
     )
 
-    from mitotype.train.callbacks import EpochHistory, RngState
+    from mitotype.train.callbacks import EpochHistory, RngState, TailAveraging
 
     monitor = cfg.train.monitor  # one of MONITORS: TrainConfig.monitor's Literal (tests/train/test_run.py)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
@@ -75,6 +75,8 @@ def _callbacks(cfg: RunConfig, out_dir: Path, progress: bool) -> tuple[list, Any
     if cfg.train.ema_decay > 0:
         # Validation and checkpoints see the averaged weights (Lightning swaps them in).
         callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
+    if cfg.train.checkpoint == "swa":
+        callbacks.append(TailAveraging(cfg.train.epochs, cfg.train.swa_epochs))
     return callbacks, checkpoint
 
 
@@ -138,9 +140,12 @@ def train(cfg: RunConfig, data_spec: str, out_dir: str | Path, val_spec: str | N
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes the model file
         return out_dir / "model.pt"
 
-    # The best checkpoint (EMA weights if on), validated with the classification path only.
+    # train.checkpoint: the validation pick (EMA weights if on), or the weights training ended with (the last
+    # epoch's, or their tail average that TailAveraging copied in), validated with the classification path only.
     best = checkpoint.best_model_path or str(last)
-    if Path(best).is_file():
+    if cfg.train.checkpoint != "best":
+        best, best_epoch = cfg.train.checkpoint, trainer.current_epoch - 1
+    elif Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)
         module.load_state_dict(state["state_dict"])
         best_epoch = state.get("epoch")
