@@ -67,6 +67,16 @@ class MitoNet(nn.Module):
         fields = {TASKS[t][0]: v for t, v in dense_out.items() if run_dense}
         return Outputs(logits, **fields)
 
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pooled encoder features) without the decoders (except the mask for mask pooling): the
+        same logits as ``forward(x, dense=False)``, plus the (N, C) vector the head reads, which the shift
+        score (``models.shift``) measures."""
+        features = self.encoder(x)
+        mask = self._dense(features, ["segmentation"], x.shape[-2:])["segmentation"] \
+            if self.cfg.mask_pooling else None
+        pooled = self.head.pool(features[-1], mask)
+        return self.head.mlp(pooled), pooled
+
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) P(atypical), in eval mode and without decoders; the previous mode is restored."""
