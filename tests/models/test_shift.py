@@ -17,8 +17,9 @@ def gaussian(n, c=40, seed=0, shift=0.0):
     return rng.normal(size=(n, 5)) * np.array([8, 6, 5, 4, 3]) @ basis.T + rng.normal(size=(n, c)) + shift
 
 
-def test_scale_puts_fresh_in_domain_figures_at_the_95th_percentile():
-    ref = S.Reference.from_plain(S.fit_reference(gaussian(400), rank=8))
+@pytest.mark.parametrize("channels", [None, [10, 30]])
+def test_scale_puts_fresh_in_domain_figures_at_the_95th_percentile(channels):
+    ref = S.Reference.from_plain(S.fit_reference(gaussian(400), channels, rank=8))
     fresh = ref.scores(gaussian(4000, seed=1))
     assert np.mean(fresh <= 1.0) == pytest.approx(S.LEVEL, abs=0.03)
     assert len(ref.validation_scores) == 400 and np.mean(ref.validation_scores <= 1.0) == pytest.approx(0.95, abs=0.01)
@@ -40,7 +41,7 @@ def test_distance_is_the_mahalanobis_distance_of_the_ppca_gaussian():
 
 
 def test_metadata_encoding_is_exact_and_errors_are_clear():
-    plain = S.fit_reference(gaussian(100), rank=4)
+    plain = S.fit_reference(gaussian(100), [15, 25], rank=4)
     back = S.Reference.from_plain(S.decode(S.encode(plain)))
     f = gaussian(9, seed=5)
     np.testing.assert_array_equal(back.scores(f), S.Reference.from_plain(plain).scores(f))
@@ -48,6 +49,8 @@ def test_metadata_encoding_is_exact_and_errors_are_clear():
         back.scores(np.zeros((2, 3)))
     with pytest.raises(MitotypeError, match="at least"):
         S.fit_reference(gaussian(5))
+    with pytest.raises(MitotypeError, match="stages"):
+        S.fit_reference(gaussian(50), [10, 10])
     with pytest.raises(MitotypeError, match="unknown method"):
         S.Reference.from_plain({**plain, "method": "energy"})
 
@@ -76,6 +79,7 @@ def test_default_model_carries_the_references():
     meta = load_model("default").meta
     assert meta["calibration"]["temperature"] > 0 and set(meta["conformal"]["scores"]) == {"normal", "atypical"}
     assert meta["shift"]["method"] == S.METHOD and meta["shift"]["n"] == meta["calibration"]["n"]
+    assert meta["shift"]["channels"] == [16, 24, 32, 96, 1280]  # every stage of the MobileNetV2 encoder
 
 
 def test_in_domain_crops_score_lower_than_recoloured_or_noise_crops_on_both_backends(real):

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
           f"  log-loss {fitted['log_loss_before']:.4f} -> {fitted['log_loss_after']:.4f}, "
           f"ECE {fitted['ece_before']:.3f} -> {fitted['ece_after']:.3f}, "
           f"threshold {fitted['threshold_before']:.4f} -> {fitted['threshold_after']:.4f}\n"
-          f"  shift reference: rank-{fitted['shift_rank']} PCA of the pooled features, in-domain 95th "
-          f"percentile distance {fitted['shift_scale']:.2f} (= shift score 1.0)")
+          f"  shift reference: PCA of the pooled features of {len(fitted['shift_channels'])} encoder stages "
+          f"({'+'.join(map(str, fitted['shift_channels']))} channels, ranks "
+          f"{'/'.join(map(str, fitted['shift_ranks']))})")
     return 0

@@ -82,8 +82,9 @@ def calibrate(model_path: str, spec: str, out: str | Path, alpha: float = 0.1, b
     payload["conformal"] = {"scores": C.conformal_scores(labels, calibrated), "alpha": float(alpha),
                             "fitted_on": where}
     # the features do not depend on the temperature (it only scales the last layer)
-    payload["shift"] = fit_reference(features, fitted_on=where)
-    fitted["shift_rank"], fitted["shift_scale"] = payload["shift"]["rank"], payload["shift"]["scale"]
+    channels = list(loaded.model.encoder.feature_info.channels())  # MitoNet.classify: every stage, in order
+    payload["shift"] = fit_reference(features, channels, fitted_on=where)
+    fitted["shift_channels"], fitted["shift_ranks"] = channels, payload["shift"]["ranks"]
     write_payload(out, payload)
     check = predict_proba([load_model(out)], images[:32], batch_size=batch_size)
     if not np.allclose(check, calibrated[:32], atol=1e-4):  # the baked-in temperature must give the fit

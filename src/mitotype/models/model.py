@@ -68,14 +68,16 @@ class MitoNet(nn.Module):
         return Outputs(logits, **fields)
 
     def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, pooled encoder features) without the decoders (except the mask for mask pooling): the
-        same logits as ``forward(x, dense=False)``, plus the (N, C) vector the head reads, which the shift
-        score (``models.shift``) measures."""
+        """(logits, pooled features) without the decoders (except the mask for mask pooling): the same
+        logits as ``forward(x, dense=False)``, plus the global average of every encoder stage, concatenated
+        (N, sum of ``feature_info.channels()``), which the shift score (``models.shift``) measures. Every
+        stage, not only the last: the early ones carry stain and scanner, which the classifier's own
+        features are trained to ignore (docs/TRUST.md)."""
         features = self.encoder(x)
         mask = self._dense(features, ["segmentation"], x.shape[-2:])["segmentation"] \
             if self.cfg.mask_pooling else None
-        pooled = self.head.pool(features[-1], mask)
-        return self.head.mlp(pooled), pooled
+        logits = self.head(features[-1], mask)
+        return logits, torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
 
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
