@@ -35,7 +35,7 @@ def test_export_is_valid_and_self_describing(exported, small_loaded, small_model
     model = onnx.load(str(exported))
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == ["image"]
-    assert [o.name for o in model.graph.output] == ["logits", "p_atypical"]
+    assert [o.name for o in model.graph.output] == ["logits", "p_atypical", "features"]  # features: shift score
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch
     meta = read_metadata(exported)

@@ -2,8 +2,10 @@
 
 Temperature scaling is fitted by maximum likelihood and baked into the network's last layer (the ranking
 and the decision are unchanged; the threshold is mapped with it); the class-conditional conformal
-reference (nonconformity scores per class) is stored beside it, so that `predict` can add a prediction
-set per figure (normal, atypical, or both = uncertain) with a guaranteed per-class coverage of 1 - alpha.
+reference (nonconformity scores per class) and the shift reference (a PCA of the figures' pooled encoder
+features, for the shift score and warning of predict/evaluate) are stored beside it, so that `predict` can
+add a prediction set per figure (normal, atypical, or both = uncertain) with a guaranteed per-class
+coverage of 1 - alpha, and a shift score.
 Use data the model was not trained on: `--data val` rebuilds the model's own validation part.
 
 Examples:
@@ -50,5 +52,8 @@ def run(args: argparse.Namespace) -> int:
           f"({fitted['n_atypical']} atypical) of {fitted['fitted_on']}\n"
           f"  log-loss {fitted['log_loss_before']:.4f} -> {fitted['log_loss_after']:.4f}, "
           f"ECE {fitted['ece_before']:.3f} -> {fitted['ece_after']:.3f}, "
-          f"threshold {fitted['threshold_before']:.4f} -> {fitted['threshold_after']:.4f}")
+          f"threshold {fitted['threshold_before']:.4f} -> {fitted['threshold_after']:.4f}\n"
+          f"  shift reference: PCA of the pooled features of {len(fitted['shift_channels'])} encoder stages "
+          f"({'+'.join(map(str, fitted['shift_channels']))} channels, ranks "
+          f"{'/'.join(map(str, fitted['shift_ranks']))})")
     return 0

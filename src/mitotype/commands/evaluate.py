@@ -19,6 +19,7 @@ from mitotype.commands.options import (
     add_model_arguments,
     add_tta_argument,
     non_negative_int,
+    positive_int,
     probability,
     random_seed,
 )
@@ -41,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crops whose size differs from the model's: center-crop (pad/crop around the "
                              "centre, keeps the scale), resize, or error. Default: %(default)s")
     parser.add_argument("--seed", type=random_seed, default=0, help="bootstrap seed. Default: %(default)s")
+    parser.add_argument("--alpha", type=float, default=None, metavar="A",
+                        help="error level of the prediction sets whose coverage is reported, in (0, 1) "
+                             "(default 0.1; needs a calibrated model file, see `mitotype calibrate`)")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads of the network (default: $OMP_NUM_THREADS, else all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,13 +56,16 @@ def run(args: argparse.Namespace) -> int:
     from mitotype.evaluate.report import fmt
     from mitotype.evaluate.run import evaluate
     from mitotype.io import check_output_dir
+    from mitotype.models.trust import check_alpha
 
+    check_alpha(args.alpha)
     check_output_dir(args.out)
     check_device(args.device)
 
     result = evaluate(args.model, args.data, args.out, tta=args.tta, batch_size=args.batch_size,
                       device=args.device, n_boot=args.n_boot, threshold=args.threshold,
-                      size_policy=args.size_policy, seed=args.seed, progress=sys.stderr.isatty())
+                      size_policy=args.size_policy, seed=args.seed, progress=sys.stderr.isatty(),
+                      alpha=args.alpha, threads=args.threads)
     ci = result["ci95"]
     print(f"{result['n']} figures ({result['n_atypical']} atypical), threshold {result['threshold']:.4f}")
     for name in ("balanced_accuracy", "auroc", "sensitivity", "specificity", "accuracy"):
@@ -64,5 +73,16 @@ def run(args: argparse.Namespace) -> int:
     for domain, m in result["per_domain"].items():
         print(f"  [{domain}] balanced_accuracy {fmt(m['balanced_accuracy'], m['ci95'].get('balanced_accuracy'))}"
               f"  auroc {fmt(m['auroc'])}  n={m['n']}")
+    trust = result.get("trust", {})
+    if "conformal" in trust:
+        c = trust["conformal"]["all"]
+        print(f"  prediction sets (alpha {trust['conformal']['alpha']:g}): coverage normal {fmt(c['normal'])}, "
+              f"atypical {fmt(c['atypical'])}; flagged {fmt(c['flagged'])}")
+    if "shift" in trust:
+        sh = trust["shift"]["all"]
+        print(f"  shift score: median {sh['median']:.2f}, {sh['share_above_1']:.1%} above 1.0, AUROC vs in-domain "
+              f"validation {fmt(sh['detector_auroc'])}")
+        if trust["shift"]["warning"]:
+            print(trust["shift"]["warning"], file=sys.stderr)
     print(f"wrote {args.out}/report.md, metrics.json, predictions.csv and plots")
     return 0

@@ -9,8 +9,10 @@ Examples:
   mitotype predict crops/ --threads 1 --shard 3/8 --out part-3.csv      (part 3 of 8, e.g. one Slurm array task)
 
 One row per figure: source, index (page of a stack, or row of the coordinates CSV), x, y (slide positions,
-level-0 pixels), p_atypical, class (p_atypical against the model's stored threshold). Without --out a table
-is printed.
+level-0 pixels), p_atypical, class (p_atypical against the model's stored threshold); with a calibrated
+model file (the shipped default is one) also prediction_set (normal / atypical / both = uncertain, review
+it / none, at error level --alpha) and shift_score (1.0 = the in-domain 95th percentile; a batch whose
+median is above 1.0 gets a warning on stderr). See docs/TRUST.md. Without --out a table is printed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only part I of N (0-based) of the figures, a contiguous block of the input order: "
                              "one process or array task per part, e.g. --shard $SLURM_ARRAY_TASK_ID/8; the parts' "
                              "CSVs concatenated in order are the unsharded CSV")
+    parser.add_argument("--alpha", type=float, metavar="A",
+                        help="error level of the prediction_set column, in (0, 1): each class's figures are "
+                             "covered with probability >= 1 - A in-domain (default 0.1; needs a calibrated "
+                             "model file, see `mitotype calibrate`)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -55,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from mitotype.commands.options import check_device
     from mitotype.errors import MitotypeError
     from mitotype.io import check_output_file
+    from mitotype.models.trust import check_alpha
     from mitotype.predict.run import check_output, parse_shard, predict, table_text, write_output
 
+    check_alpha(args.alpha)
     if args.slide_mpp is not None and args.slide is None:
         raise MitotypeError("--slide-mpp needs --slide")
     if args.shape == "square" and not (args.out and args.out.lower().endswith(".geojson")):
@@ -74,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     rows, info = predict(inputs, args.model or ["default"], tta=args.tta, batch_size=args.batch_size,
                          device=args.device, backend=args.backend, slide=args.slide, coords=args.coords,
                          slide_mpp=args.slide_mpp, progress=False if args.quiet else None,
-                         threads=args.threads, shard=shard)
+                         threads=args.threads, shard=shard, alpha=args.alpha)
+    if info.get("shift_warning"):
+        print(info["shift_warning"], file=sys.stderr)
     if args.shape == "square":
         from mitotype.predict.slide import field_of_view
 

@@ -1,5 +1,6 @@
-"""``mitotype calibrate``: fit temperature scaling and the conformal reference of a model on held-out
-labelled figures and write them into a new model file (see :mod:`mitotype.models.calibration`)."""
+"""``mitotype calibrate``: fit temperature scaling, the conformal reference and the shift reference of a
+model on held-out labelled figures and write them into a new model file (see
+:mod:`mitotype.models.calibration` and :mod:`mitotype.models.shift`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from mitotype.errors import MitotypeError
 from mitotype.models import calibration as C
+from mitotype.models.shift import fit_reference
 
 VALIDATION = "val"  # the --data value meaning "the model's own validation part"
 
@@ -41,11 +43,12 @@ def _last_linear(state: dict[str, Any]) -> str:
 
 def calibrate(model_path: str, spec: str, out: str | Path, alpha: float = 0.1, batch_size: int = 64,
               progress: bool = False) -> dict[str, Any]:
-    """Fit, bake in, write ``out``; returns what was fitted (temperature, log-loss and ECE before/after)."""
+    """Fit, bake in, write ``out``; returns what was fitted (temperature, log-loss and ECE before/after,
+    the shift reference's rank and scale)."""
     from mitotype.data.images import load_images
     from mitotype.data.spec import load_figures
     from mitotype.evaluate.metrics import calibration as reliability
-    from mitotype.models.inference import predict_proba
+    from mitotype.models.inference import Predictor, predict_proba
     from mitotype.models.modelfile import FORMAT, load_model, model_file, read_payload, write_payload
 
     C.quantile([0.0], alpha)  # checks alpha before any work
@@ -60,7 +63,9 @@ def calibrate(model_path: str, spec: str, out: str | Path, alpha: float = 0.1, b
     if any(f.label is None for f in figures):
         raise MitotypeError(f"{where}: calibration needs labelled figures")
     images = load_images(figures, size=loaded.config.model.crop_size, progress=progress)
-    raw = predict_proba([loaded], images, batch_size=batch_size, progress=progress)
+    predicted = _predict_with_features(Predictor([loaded], "torch", features=True), images, batch_size,
+                                       progress)
+    raw, features = predicted.probs, predicted.features[0]
     t = C.fit_temperature(labels, raw)
     calibrated = C.sigmoid(C.logit(raw) / t)
     state = payload["state_dict"]
@@ -76,8 +81,21 @@ def calibrate(model_path: str, spec: str, out: str | Path, alpha: float = 0.1, b
     payload["calibration"] = fitted
     payload["conformal"] = {"scores": C.conformal_scores(labels, calibrated), "alpha": float(alpha),
                             "fitted_on": where}
+    # the features do not depend on the temperature (it only scales the last layer)
+    channels = list(loaded.model.encoder.feature_info.channels())  # MitoNet.classify: every stage, in order
+    payload["shift"] = fit_reference(features, channels, fitted_on=where)
+    fitted["shift_channels"], fitted["shift_ranks"] = channels, payload["shift"]["ranks"]
     write_payload(out, payload)
     check = predict_proba([load_model(out)], images[:32], batch_size=batch_size)
     if not np.allclose(check, calibrated[:32], atol=1e-4):  # the baked-in temperature must give the fit
         raise MitotypeError(f"{out}: the calibrated model does not reproduce the fitted probabilities")
     return fitted
+
+
+def _predict_with_features(predictor: Any, images: np.ndarray, batch_size: int, progress: bool) -> Any:
+    if not progress:
+        return predictor.run(images, batch_size)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=predictor.steps(len(images), batch_size), desc="calibrate", unit="batch") as bar:
+        return predictor.run(images, batch_size, on_batch=lambda: bar.update(1))

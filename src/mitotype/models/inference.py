@@ -24,7 +24,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -166,9 +166,11 @@ def fold_batchnorm(model):
 
 
 def torch_runner(loaded: Any, device: str, bf16: bool = False, fold: bool = True,
-                 threads: int | None = None, channels_last: bool = True) -> Runner:
+                 threads: int | None = None, channels_last: bool = True, features: bool = False) -> Runner:
     """Eager PyTorch on ``loaded.model`` (moved in place; folding makes a copy): channels-last unless
-    ``channels_last=False`` (NCHW, which ``mitotype bench`` compares), bf16 autocast with ``bf16``."""
+    ``channels_last=False`` (NCHW, which ``mitotype bench`` compares), bf16 autocast with ``bf16``.
+    ``features``: the runner returns (logits, pooled features or None) -- None for a network without
+    ``classify`` (an ensemble), whose members each have their own features."""
     import torch
 
     if threads:
@@ -178,13 +180,18 @@ def torch_runner(loaded: Any, device: str, bf16: bool = False, fold: bool = True
     if fold:
         model = fold_batchnorm(model)
     model = model.to(memory_format=layout)
+    pooled = features and hasattr(model, "classify")
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> Any:
         autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 \
             else contextlib.nullcontext()
         batch = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
         with torch.inference_mode(), autocast:
-            return model(batch, dense=False).logits.float().cpu().numpy()
+            if pooled:
+                logits, feats = model.classify(batch)
+                return logits.float().cpu().numpy(), feats.float().cpu().numpy()
+            logits = model(batch, dense=False).logits.float().cpu().numpy()
+            return (logits, None) if features else logits
 
     return run
 
@@ -212,8 +219,9 @@ def make_runner(loaded: Any, backend: str, device: str, bf16: bool = False, thre
 
 
 def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
-                threads: int | None = None) -> tuple[str, Runner]:
-    """(the backend actually used, its runner) for one model."""
+                threads: int | None = None, features: bool = False) -> tuple[str, Runner]:
+    """(the backend actually used, its runner) for one model; ``features``: the runner returns
+    (logits, pooled features or None)."""
     from mitotype.models import onnx
 
     chosen = resolve_backend(backend, device, bf16)
@@ -221,7 +229,7 @@ def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
         chosen = "torch"  # a network built in memory has no file to key a graph by; or its export failed
     if chosen == "onnx":
         try:
-            return chosen, onnx.make_runner(loaded, device, threads=threads)
+            return chosen, onnx.make_runner(loaded, device, threads=threads, features=features)
         except MitotypeError as exc:
             if backend != "auto":
                 raise
@@ -229,7 +237,7 @@ def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
                           stacklevel=2)
             chosen = "torch"
     return chosen, torch_runner(_torch_model(loaded, device), device, bf16, fold=chosen == "torch",
-                                threads=threads)
+                                threads=threads, features=features)
 
 
 def default_threads() -> int:
@@ -256,37 +264,57 @@ def _softmax_atypical(logits: np.ndarray) -> np.ndarray:
     return e[:, 1] / e.sum(axis=1)
 
 
+class Prediction(NamedTuple):
+    probs: np.ndarray  # (N,) float32 mean P(atypical)
+    features: list[np.ndarray | None]  # per model: (N, C) pooled features of the identity view, or None
+
+
 class Predictor:
     """Models opened once for one backend; call it on any number of chunks of a stream of crops.
 
     ``predictor(images uint8 (N, H, W, 3), batch_size) -> (N,) float32`` mean P(atypical) over the models
-    and (with ``tta``, or for a model file that asks for it) the 8 dihedral views.
+    and (with ``tta``, or for a model file that asks for it) the 8 dihedral views. With ``features=True``,
+    ``predictor.run(...)`` also returns each model's pooled encoder features (of the untransformed view:
+    the shift reference was fitted on those), from the same forward pass.
     """
 
     def __init__(self, models: Sequence[Any] | Any, backend: str = "torch", device: str = "cpu",
-                 tta: bool = False, bf16: bool = False, threads: int | None = None):
+                 tta: bool = False, bf16: bool = False, threads: int | None = None, features: bool = False):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         if not models:
             raise MitotypeError("predict_proba: no model given")
         resolve_backend(backend, device, bf16)  # a bad name fails before any model is opened
-        opened = [open_runner(m, backend, device, bf16, threads) for m in models]
+        opened = [open_runner(m, backend, device, bf16, threads, features) for m in models]
         self.members = [(preprocessing_of(m), run, tta or bool((m.meta or {}).get("tta")))
                         for m, (_, run) in zip(models, opened)]
+        self.features = features
         self.tta = any(t for _, _, t in self.members)
         self.backend = "+".join(dict.fromkeys(name for name, _ in opened))  # e.g. "onnx", or "onnx+torch"
 
     def __call__(self, images: np.ndarray, batch_size: int = 64, on_batch: Callable[[], Any] | None = None
                  ) -> np.ndarray:
+        return self.run(images, batch_size, on_batch).probs
+
+    def run(self, images: np.ndarray, batch_size: int = 64, on_batch: Callable[[], Any] | None = None
+            ) -> Prediction:
         images = _check_images(images)
         total = np.zeros(len(images), dtype=np.float64)
+        feats: list[np.ndarray | None] = []
         for preprocessing, run, tta in self.members:
+            parts: list[np.ndarray | None] = []
             for start in range(0, len(images), batch_size):
                 x = model_inputs(images[start:start + batch_size], preprocessing)
                 views = dihedral_views_np(x) if tta else [x]
-                total[start:start + len(x)] += sum(_softmax_atypical(run(v)) for v in views) / len(views)
+                outs = [run(v) for v in views]
+                if self.features:
+                    parts.append(outs[0][1])
+                    outs = [o[0] for o in outs]
+                total[start:start + len(x)] += sum(_softmax_atypical(o) for o in outs) / len(views)
                 if on_batch is not None:
                     on_batch()
-        return (total / len(self.members)).astype(np.float32)
+            usable = self.features and bool(parts) and all(p is not None for p in parts)
+            feats.append(np.concatenate(parts).astype(np.float32) if usable else None)
+        return Prediction((total / len(self.members)).astype(np.float32), feats)
 
     def steps(self, n: int, batch_size: int) -> int:
         return len(self.members) * ((n + batch_size - 1) // batch_size)

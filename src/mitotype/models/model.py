@@ -76,6 +76,16 @@ class MitoNet(nn.Module):
         run_dense = self.training if dense is None else dense
         return self.forward_head(self.forward_features(x), x.shape[-2:], dense=run_dense)
 
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pooled features) without the decoders (except the mask for mask pooling): the same
+        logits as ``forward(x, dense=False)``, plus the global average of every encoder stage, concatenated
+        (N, sum of ``feature_info.channels()``), which the shift score (``models.shift``) measures. Every
+        stage, not only the last: the early ones carry stain and scanner, which the classifier's own
+        features are trained to ignore (docs/TRUST.md)."""
+        features = self.forward_features(x)
+        logits = self.forward_head(features, x.shape[-2:]).logits
+        return logits, torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
+
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) P(atypical), in eval mode and without decoders; the previous mode is restored."""

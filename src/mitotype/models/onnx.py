@@ -34,20 +34,30 @@ from mitotype.io import sha256_file
 
 DEFAULT_OPSET = 17
 # Bump when the exported graph or its metadata change meaning: cached files of older formats are rebuilt.
-GRAPH_FORMAT = 3  # 3: "tta" (the model asks for 8-fold dihedral averaging)
+GRAPH_FORMAT = 4  # 3: "tta" (the model asks for 8-fold dihedral averaging); 4: "features" output and the
+# trust references (calibration, conformal, shift) in the metadata
 EXPORT_FAILED = "onnx_export_failed"  # meta key of a LoadedModel whose export open_model could not do
 
 
 def metadata(loaded: Any) -> dict[str, str]:
-    """What the ONNX file's users need, as strings (ONNX metadata values are strings; lists as JSON)."""
+    """What the ONNX file's users need, as strings (ONNX metadata values are strings; lists as JSON).
+    A calibrated model's references travel too (``calibration``, ``conformal``, ``shift``), so that the
+    onnxruntime path gives prediction sets and shift scores without reading the model file."""
     from mitotype import __version__
 
     m = loaded.config.model
-    return {
+    meta = loaded.meta or {}
+    trust = {k: json.dumps(meta[k]) for k in ("calibration", "conformal") if meta.get(k)}
+    if meta.get("shift"):
+        from mitotype.models.shift import encode
+
+        trust["shift"] = encode(meta["shift"])
+    return {**trust,
         "producer": "mitotype",
         "mitotype_version": __version__,
         "input": "image: float32 NCHW RGB, (pixel/255 - mean)/std, input_size x input_size, dynamic batch",
-        "outputs": "logits (N, 2) [normal, atypical]; p_atypical (N,) = softmax(logits)[:, 1]",
+        "outputs": "logits (N, 2) [normal, atypical]; p_atypical (N,) = softmax(logits)[:, 1]; features "
+                   "(N, C) pooled encoder features (single models; the shift score's input)",
         "mean": json.dumps(list(m.mean)),
         "std": json.dumps(list(m.std)),
         "input_size": str(m.input_size),
@@ -74,7 +84,11 @@ def _classifier(model: Any) -> Any:
             super().__init__()
             self.net = net
 
-        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if hasattr(self.net, "classify"):  # a single network: its pooled features are an output too
+                logits, pooled = self.net.classify(image)
+                logits = logits.float()
+                return logits, torch.softmax(logits, dim=1)[:, 1], pooled.float()
             logits = self.net(image, dense=False).logits.float()
             return logits, torch.softmax(logits, dim=1)[:, 1]
 
@@ -95,6 +109,7 @@ def export_onnx(loaded: Any, path: str | Path, opset: int = DEFAULT_OPSET) -> Pa
     size = loaded.config.model.input_size
     wrapper = _classifier(copy.deepcopy(loaded.model).float().cpu().eval())
     example = torch.zeros(2, 3, size, size)
+    names = ["logits", "p_atypical"] + (["features"] if hasattr(wrapper.net, "classify") else [])
     tmp = path.with_name(f".{path.name}.{os.getpid()}.export")  # processes exporting at once (Slurm arrays)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -102,13 +117,12 @@ def export_onnx(loaded: Any, path: str | Path, opset: int = DEFAULT_OPSET) -> Pa
             try:
                 # TorchScript exporter: a fraction of a second and one self-contained file for plain CNNs
                 torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=["image"], output_names=["logits", "p_atypical"],
-                                  dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
-                                                "p_atypical": {0: "batch"}})
+                                  input_names=["image"], output_names=names,
+                                  dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}})
             except Exception:  # noqa: BLE001 - not traceable, or the legacy exporter is gone: use torch.export
                 batch = torch.export.Dim("batch", min=1)
                 torch.onnx.export(wrapper, (example,), str(tmp), dynamo=True, opset_version=opset,
-                                  input_names=["image"], output_names=["logits", "p_atypical"],
+                                  input_names=["image"], output_names=names,
                                   dynamic_shapes={"image": {0: batch}}, external_data=False)
         proto = onnx.load(str(tmp))
     except MitotypeError:
@@ -238,6 +252,7 @@ class OnnxClassifier:
             raise MitotypeError(f"{path}: onnxruntime cannot load it: {exc}") from None
         self.path = Path(path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.outputs = [o.name for o in self.session.get_outputs()]
 
     def _run(self, name: str, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run([name], {"image": np.ascontiguousarray(batch, dtype=np.float32)})
@@ -248,6 +263,15 @@ class OnnxClassifier:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self._run("logits", batch)
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and pooled encoder features from one run (features None for a graph without them: an
+        ensemble's, whose members each have their own)."""
+        if "features" not in self.outputs:
+            return self.logits(batch), None
+        logits, feats = self.session.run(["logits", "features"],
+                                         {"image": np.ascontiguousarray(batch, dtype=np.float32)})
+        return logits, feats
 
 
 @dataclass
@@ -271,6 +295,11 @@ def _from_graph(classifier: OnnxClassifier, model_path: Path) -> OnnxModel:
     pre = {"crop_size": int(meta["crop_size"]), "input_size": int(meta["input_size"]),
            "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]), "mpp": float(meta["mpp"]),
            "tta": meta.get("tta") == "1"}
+    pre.update({k: json.loads(meta[k]) for k in ("calibration", "conformal") if k in meta})
+    if "shift" in meta:
+        from mitotype.models.shift import decode
+
+        pre["shift"] = decode(meta["shift"])
     return OnnxModel(config=cfg, threshold=float(meta["threshold"]), meta=pre, path=str(model_path),
                      classifier=classifier)
 
@@ -326,6 +355,8 @@ def onnx_classifier(loaded: Any, device: str = "cpu", opset: int = DEFAULT_OPSET
     return OnnxClassifier(cached_export(loaded, opset), device, threads)
 
 
-def make_runner(loaded: Any, device: str = "cpu", threads: int | None = None) -> Any:
-    """The hook of ``models.inference``: a callable float32 (N, 3, S, S) array -> (N, 2) logits array."""
-    return onnx_classifier(loaded, device, threads=threads).logits
+def make_runner(loaded: Any, device: str = "cpu", threads: int | None = None, features: bool = False) -> Any:
+    """The hook of ``models.inference``: a callable float32 (N, 3, S, S) array -> (N, 2) logits array;
+    ``features``: -> (logits, (N, C) pooled features or None)."""
+    classifier = onnx_classifier(loaded, device, threads=threads)
+    return classifier.logits_and_features if features else classifier.logits

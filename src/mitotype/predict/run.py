@@ -8,7 +8,9 @@ ensemble members and TTA views). One output row per figure::
 
 ``index`` is the page of a stack (0 for a single crop) or the row of the coordinates CSV; ``x``/``y`` are
 level-0 pixels for slide positions and empty otherwise. ``class`` compares ``p_atypical`` with the model's
-stored threshold (the mean of the members' thresholds for an ensemble).
+stored threshold (the mean of the members' thresholds for an ensemble). A calibrated model file
+(``mitotype calibrate``) adds ``prediction_set`` (normal / atypical / both / none at ``--alpha``) and
+``shift_score`` (``models.shift``; 1.0 = the in-domain 95th percentile) after them (``models.trust``).
 
 Crops are decoded chunk by chunk in a background thread while the network runs on the previous chunk
 (Pillow, tifffile and onnxruntime release the GIL, so the two overlap on a free core). On CPU the default
@@ -32,6 +34,7 @@ from mitotype.errors import MitotypeError
 from mitotype.models.inference import ensemble_threshold, resolve_device  # their one owner
 
 FIELDS = ("source", "index", "x", "y", "p_atypical", "class")
+TRUST_FIELDS = ("prediction_set", "shift_score")  # appended when the model file carries the references
 FORMATS = (".csv", ".json", ".geojson")
 # An input this many times larger than the crop is a slide or a field of view, not a figure crop:
 # centre-cropping it would classify an arbitrary spot, so it is refused with a hint.
@@ -128,10 +131,10 @@ def check_sources(inputs: Sequence[str | Path], slide: Any, coords: Any) -> None
 
 
 def predict_figures(predictor: Any, figures: Sequence[Figure], crop_size: int, batch_size: int = 64,
-                    progress: bool = False, workers: int | None = None) -> np.ndarray:
-    """(N,) P(atypical) of ``figures``: chunk k+1 is decoded in a background thread while ``predictor``
-    (``models.inference.Predictor``) runs on chunk k. Chunks are whole batches, so the batches (and the
-    bytes of the result) are the same as for one call on all crops."""
+                    progress: bool = False, workers: int | None = None) -> Any:
+    """``Prediction`` (P(atypical), features) of ``figures``: chunk k+1 is decoded in a background thread
+    while ``predictor`` (``models.inference.Predictor``) runs on chunk k. Chunks are whole batches, so the
+    batches (and the bytes of the result) are the same as for one call on all crops."""
     from concurrent.futures import ThreadPoolExecutor
 
     from mitotype.data.images import load_images
@@ -139,7 +142,7 @@ def predict_figures(predictor: Any, figures: Sequence[Figure], crop_size: int, b
     chunk = batch_size * max(1, CHUNK // batch_size)
     parts = [figures[i:i + chunk] for i in range(0, len(figures), chunk)]
     if not parts:
-        return np.zeros(0, dtype=np.float32)
+        return _join([], len(predictor.members))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -155,10 +158,21 @@ def predict_figures(predictor: Any, figures: Sequence[Figure], crop_size: int, b
             images = pending.result()
             if k + 1 < len(parts):
                 pending = read(parts[k + 1])
-            out.append(predictor(images, batch_size, on_batch=bar.update if bar else None))
+            out.append(predictor.run(images, batch_size, on_batch=bar.update if bar else None))
     if bar is not None:
         bar.close()
-    return np.concatenate(out)
+    return _join(out, len(predictor.members))
+
+
+def _join(chunks: Sequence[Any], n_models: int) -> Any:
+    """One Prediction from the chunks' (features stay None for a model that gave none)."""
+    from mitotype.models.inference import Prediction
+
+    if not chunks:
+        return Prediction(np.zeros(0, dtype=np.float32), [None] * n_models)
+    feats = [None if any(c.features[i] is None for c in chunks)
+             else np.concatenate([c.features[i] for c in chunks]) for i in range(n_models)]
+    return Prediction(np.concatenate([c.probs for c in chunks]), feats)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -213,23 +227,34 @@ def gather_images(
     return images, [f.path for f in figures], [f.page or 0 for f in figures], None
 
 
-def _predict_all(predictor: Any, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+def _predict_all(predictor: Any, images: np.ndarray, batch_size: int, progress: bool) -> Any:
     if not progress:
-        return predictor(images, batch_size)
+        return predictor.run(images, batch_size)
     from tqdm.auto import tqdm
 
     with tqdm(total=predictor.steps(len(images), batch_size), desc="predict", unit="batch") as bar:
-        return predictor(images, batch_size, on_batch=bar.update)
+        return predictor.run(images, batch_size, on_batch=bar.update)
 
 
 def make_rows(sources: Sequence[str], indices: Sequence[int], probs: np.ndarray, threshold: float,
-              coords: np.ndarray | None = None) -> list[dict[str, Any]]:
+              coords: np.ndarray | None = None, sets: Sequence[str] | None = None,
+              shift: np.ndarray | None = None) -> list[dict[str, Any]]:
     rows = []
     for i, (source, index, p) in enumerate(zip(sources, indices, probs)):
         x, y = (None, None) if coords is None else (float(coords[i, 0]), float(coords[i, 1]))
-        rows.append({"source": source, "index": int(index), "x": x, "y": y, "p_atypical": float(p),
-                     "class": LABELS[int(p >= threshold)]})
+        row = {"source": source, "index": int(index), "x": x, "y": y, "p_atypical": float(p),
+               "class": LABELS[int(p >= threshold)]}
+        if sets is not None:
+            row["prediction_set"] = sets[i]
+        if shift is not None:
+            row["shift_score"] = float(shift[i])
+        rows.append(row)
     return rows
+
+
+def fields_of(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """FIELDS, then the trust columns the rows carry."""
+    return FIELDS + tuple(k for k in TRUST_FIELDS if rows and k in rows[0])
 
 
 def predict(
@@ -245,14 +270,20 @@ def predict(
     progress: bool | None = None,
     threads: int | None = None,
     shard: tuple[int, int] | None = None,
+    alpha: float | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Predict every figure; returns (rows, info) where info names the models, threshold and settings.
 
     ``backend``: auto (onnxruntime on CPU, torch on GPUs), onnx, torch; ``threads``: the network's
     intra-op threads (None: OMP_NUM_THREADS, else all cores); ``shard=(i, n)``: only part i of n of the
-    figures (:func:`shard_range`), for spreading one job over processes or machines."""
+    figures (:func:`shard_range`), for spreading one job over processes or machines. ``alpha``: error level
+    of the prediction sets (None: 0.1; given for a model without a conformal reference: an error);
+    ``info["shift_warning"]`` is the batch's warning line (``models.shift.batch_warning``) or None."""
+    from mitotype.models import shift as S
+    from mitotype.models import trust
     from mitotype.models.inference import Predictor
 
+    trust.check_alpha(alpha)
     check_sources(inputs, slide, coords)
     device = resolve_device(device)
     models = load_models(model_paths, device, backend, threads)
@@ -261,24 +292,31 @@ def predict(
         raise MitotypeError(f"ensemble members were trained at different resolutions {sorted(mpps)} µm/px; "
                             "a slide is read at one resolution")
     crop_size = max(m.config.model.crop_size for m in models)
-    predictor = Predictor(models, backend, device, tta=tta, threads=threads)
+    predictor = Predictor(models, backend, device, tta=tta, threads=threads, features=trust.wants_features(models))
+    trust.prediction_sets(models, np.zeros(0), alpha)  # an --alpha without a reference fails before any work
     if slide is not None:
         images, sources, indices, xy = gather_images(inputs, crop_size, models[0].config.model.mpp, slide,
                                                      coords, slide_mpp, progress, shard)
         show = len(images) >= 64 if progress is None else progress
-        probs = _predict_all(predictor, images, batch_size, show)
+        predicted = _predict_all(predictor, images, batch_size, show)
     else:
         figures = collect_figures(inputs, crop_size)
         figures = [figures[k] for k in shard_range(len(figures), shard)]
         show = len(figures) >= 64 if progress is None else progress
-        probs = predict_figures(predictor, figures, crop_size, batch_size, show, workers=threads or None)
+        predicted = predict_figures(predictor, figures, crop_size, batch_size, show, workers=threads or None)
         sources, indices, xy = [f.path for f in figures], [f.page or 0 for f in figures], None
+    probs = predicted.probs
+    sets = trust.prediction_sets(models, probs, alpha)
+    shift = trust.shift_scores(models, predicted.features)
     threshold = ensemble_threshold(models)
     info = {"models": [str(m) for m in model_paths], "thresholds": [float(m.threshold) for m in models],
             "threshold": threshold, "tta": predictor.tta, "backend": predictor.backend, "crop_size": crop_size,
             "mpp": models[0].config.model.mpp, "slide": str(slide) if slide else None,
-            "slide_mpp": slide_mpp, "shard": f"{shard[0]}/{shard[1]}" if shard else None}
-    return make_rows(sources, indices, probs, threshold, xy), info
+            "slide_mpp": slide_mpp, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+            "alpha": trust.check_alpha(alpha) if sets is not None else None,
+            "shift_median": float(np.median(shift)) if shift is not None and len(shift) else None,
+            "shift_warning": S.batch_warning(shift) if shift is not None else None}
+    return make_rows(sources, indices, probs, threshold, xy, sets, shift), info
 
 
 def _fmt(value: Any) -> str:
@@ -291,19 +329,20 @@ def _fmt(value: Any) -> str:
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    fields = fields_of(rows)
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in FIELDS})
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in fields})
     return buffer.getvalue()
 
 
 def table_text(rows: Sequence[dict[str, Any]], threshold: float) -> str:
     """A readable table for the terminal (x, y only for slide positions), with a one-line summary."""
-    fields = [k for k in FIELDS if k not in ("x", "y") or any(r[k] is not None for r in rows)]
+    fields = [k for k in fields_of(rows) if k not in ("x", "y") or any(r[k] is not None for r in rows)]
     shown = [[_fmt(r[k]) for k in fields] for r in rows]
     widths = [max([len(k)] + [len(s[i]) for s in shown]) for i, k in enumerate(fields)]
-    right = [k in ("index", "x", "y", "p_atypical") for k in fields]
+    right = [k in ("index", "x", "y", "p_atypical", "shift_score") for k in fields]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
