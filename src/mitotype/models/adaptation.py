@@ -133,7 +133,7 @@ def tent(model: Any, batches: Callable[[], Iterable[Any]], forward: Callable[[An
                 optimiser.zero_grad()
                 entropy.backward()
                 optimiser.step()
-                total, count = total + float(entropy) * len(x), count + len(x)
+                total, count = total + float(entropy.detach()) * len(x), count + len(x)
             history.append(total / max(count, 1))
     finally:
         for n, p in model.named_parameters():
