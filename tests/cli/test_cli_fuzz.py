@@ -582,6 +582,7 @@ def calibrate_case(draw, w: World) -> Case:
 ADAPT_FOLDERS = {"crops_dir": 2, "unicode_dir": 1, "labelled_dir": 12, "odd_dir": 3,
                  "nested_unreadable": 2 if ROOT else None, "unreadable_dir": 1 if ROOT else None}
 ADAPT_BAD = ["empty_dir", "missing", "crop", "stack", "links_dir", "folder_with_corrupt", "under_file"]
+ADAPT_LISTED = {"folder_with_corrupt": 2}  # files a bad folder lists: too few of them is refused first
 
 
 @st.composite
@@ -596,7 +597,8 @@ def adapt_case(draw, w: World) -> Case:
     argv += output_option(draft, w, d, "--out", OUT_FILES, ".pt")[0]
     # the default minimum (64) is above every folder here: mostly a small one, sometimes one too large
     minimum = number_option(draft, "--min-images", int_valid, ["1", "2", "1", "13", "0", "-1", "abc"], optional=False)
-    if n is not None and int_valid(minimum[1]) and int(minimum[1]) > n:
+    listed = n if n is not None else ADAPT_LISTED.get(kind)
+    if listed is not None and int_valid(minimum[1]) and int(minimum[1]) > listed:
         draft.blame(False, Path(path).name)
     argv += minimum + number_option(draft, "--batch-size", int_valid)
     argv += number_option(draft, "--source-prior", lambda t: 0 < (as_float(t) or 0) < 1,
