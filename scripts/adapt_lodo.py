@@ -12,7 +12,8 @@ the re-weighted P (the prior-aware Bayes rule for the error rate, which balanced
     python scripts/adapt_lodo.py --model /tmp/lodo_MIDOG21.pt --source MIDOG21 --out results/adapt_lodo/MIDOG21
     python scripts/adapt_lodo.py ... --tent          # also the TENT variant
 
-Writes OUT/results.json and OUT/results.md (the table printed at the end).
+Writes OUT/results.json and OUT/results.md (the table printed at the end); the adapted model files are
+temporary.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def main() -> None:
             for i in adapt_idx:  # the command reads a folder: links to the half's crops, labels left behind
                 os.symlink(os.path.abspath(figures[i].path), crops / f"{i}_{Path(figures[i].path).name}")
             for variant in variants:
-                out = args.out / f"fold{k}_{variant}.pt"
+                out = Path(tmp) / f"fold{k}_{variant}.pt"  # a model file per fold: not kept
                 argv = ["adapt", "--model", args.model, "--images", str(crops), "--out", str(out),
                         "--threads", str(args.threads)] + (["--tent"] if "tent" in variant else [])
                 if mitotype(argv) != 0:
