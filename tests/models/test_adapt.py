@@ -150,3 +150,17 @@ def test_a_few_odd_crops_warn_and_adapt(tiny, target, tmp_path):
     rec = read_payload(out)["adaptation"]
     assert rec["tent"] and rec["n"] == 65 and rec["method"] == "AdaBN + prior EM + TENT"
     assert load_model(out).threshold == rec["threshold_new"]
+
+
+def test_references_fitted_before_adaptation_are_dropped(tiny, target, tmp_path):
+    from mitotype.models.modelfile import write_payload
+
+    payload = read_payload(tiny)
+    payload["conformal"], payload["shift"] = {"scores": {}, "alpha": 0.1}, {"fitted_on": "val"}
+    model = write_payload(tmp_path / "with_refs.pt", payload)
+    out = tmp_path / "a.pt"
+    o = run_cli(["adapt", "--model", str(model), "--images", str(target), "--out", str(out)])
+    assert o.rc == 0, o.err
+    new = read_payload(out)
+    assert "conformal" not in new and "shift" not in new
+    assert [r.split()[0] for r in new["adaptation"]["removed"]] == ["conformal", "shift"]

@@ -10,8 +10,8 @@ No labels are needed. The new model file gets:
     optional: measured in docs/TRUST.md, it can also hurt).
 Everything done is recorded under `adaptation` in the file; predict, evaluate and challenge use it as any
 model file. Give at least 64 crops (one per figure, centred, at the model's scale, e.g. 128 x 128 px at
-0.25 um/px), ideally hundreds from many slides: the statistics follow whatever the folder holds. Any
-conformal reference is dropped from the adapted file (its coverage was fitted before adaptation).
+0.25 um/px), ideally hundreds from many slides: the statistics follow whatever the folder holds. The
+conformal and shift-score references of `mitotype calibrate` are dropped (fitted before adaptation).
 
 Examples:
   mitotype adapt --model default --images lab_crops/ --out adapted.pt

@@ -34,6 +34,7 @@ SIZE_FACTOR = 2  # crops more than this factor off the model's crop size are pro
 BLANK_STD = 2.0  # grey levels: an image this flat is blank (padding, a failed export), not tissue
 GREY_DIFF = 1.0  # mean |R - G| + |G - B| below this: a grey-scale image, not an H&E colour crop
 MAJORITY = 0.5  # more than this share of odd images refuses the folder; fewer give a warning
+STALE = ("conformal", "shift")  # model-file references that adaptation makes stale (models/calibrate.py)
 TENT_EPOCHS, TENT_LR = 1, 1e-3  # one pass of Adam over the target, as TENT's online setting
 
 
@@ -211,10 +212,14 @@ def adapt(model_path: str, folders: list[str | Path], out: str | Path, use_tent:
     if use_tent:
         record["tent_settings"] = {"epochs": TENT_EPOCHS, "lr": TENT_LR, "mean_entropy": entropy,
                                    "parameters": "batch-norm weight and bias"}
-    if "conformal" in payload:  # fitted on the source's validation figures: no guarantee on the target
-        payload.pop("conformal")
-        record["removed"] = ["conformal (its coverage was fitted before adaptation; re-run mitotype calibrate "
-                             "on labelled target figures)"]
+    # References fitted on the source's validation figures through the old statistics (conformal scores,
+    # the shift score's feature reference): they no longer describe this network, so they are dropped
+    removed = [key for key in STALE if key in payload]
+    for key in removed:
+        payload.pop(key)
+    if removed:
+        record["removed"] = [f"{key} (fitted before adaptation; re-run mitotype calibrate to refit it)"
+                             for key in removed]
     if payload.get("adaptation"):
         record["earlier"] = payload["adaptation"]
     payload["adaptation"] = record
