@@ -99,6 +99,10 @@ def plan(command: str, tmp: Path, tiny: Path) -> list[str] | None:
         argv = _replace(argv, "runs/X/model.pt", str(tmp / "run" / "model.pt"))
         argv = _replace(argv, "val", f"manifest:{tiny / 'tiny.csv'}")  # the tiny run's own part is too small
         return _replace(argv, "calibrated.pt", str(tmp / "calibrated.pt"))
+    if k == "adapt":  # the tiny run and its 4 crops: far below the 64 a real target needs
+        argv = _replace(argv, "runs/X/model.pt", str(tmp / "run" / "model.pt"))
+        argv = _replace(argv, "lab_crops/", str(tiny / "crops"))
+        return _replace(argv, "adapted.pt", str(tmp / "adapted.pt")) + ["--min-images", "4"]
     if k == "experiment":
         return argv + ["--dry-run", "--out", str(tmp / "exp")]
     if k == "challenge":
@@ -128,7 +132,7 @@ def test_every_readme_command_runs(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     parser = build_parser()
     # train before the commands that use the trained model
-    commands = sorted(readme_commands(), key=lambda c: key(c) in ("evaluate", "ensemble", "calibrate"))
+    commands = sorted(readme_commands(), key=lambda c: key(c) in ("evaluate", "ensemble", "calibrate", "adapt"))
     from mitotype.cli import COMMANDS
 
     for command in commands:

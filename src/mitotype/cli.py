@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "explain": "crop, predicted figure mask, pixel classes and class-activation map per figure",
     "export": "export the classification path to ONNX",
     "calibrate": "fit temperature scaling and conformal prediction sets on held-out figures",
+    "adapt": "adapt a model to a lab's unlabelled crops (batch-norm statistics, class prior)",
     "ensemble": "join trained model files into one ensemble model file (mean P(atypical))",
     "bench": "speed and memory benchmarks",
 }

@@ -581,12 +581,41 @@ def calibrate_case(draw, w: World) -> Case:
     return Case(argv, draft.culprits)
 
 
+# folders adapt accepts -> crops they hold; the other input kinds are not folders of crops
+ADAPT_FOLDERS = {"crops_dir": 2, "unicode_dir": 1, "labelled_dir": 12, "odd_dir": 3,
+                 "nested_unreadable": 2 if ROOT else None, "unreadable_dir": 1 if ROOT else None}
+ADAPT_BAD = ["empty_dir", "missing", "crop", "stack", "links_dir", "folder_with_corrupt", "under_file"]
+ADAPT_LISTED = {"folder_with_corrupt": 2}  # files a bad folder lists: too few of them is refused first
+
+
+@st.composite
+def adapt_case(draw, w: World) -> Case:
+    d = fresh(w)
+    draft = Draft(draw, ["--images", "--out", "--model", "--min-images", "--batch-size", "--source-prior"])
+    kind = draft.pick("--images", [k for k, n in ADAPT_FOLDERS.items() if n], ADAPT_BAD)
+    path, _, culprit = input_path(kind, w)
+    n = ADAPT_FOLDERS.get(kind)
+    draft.blame(n is not None, culprit)
+    argv = ["adapt", *model_option(draft, w, d), "--images", path]
+    argv += output_option(draft, w, d, "--out", OUT_FILES, ".pt")[0]
+    # the default minimum (64) is above every folder here: mostly a small one, sometimes one too large
+    minimum = number_option(draft, "--min-images", int_valid, ["1", "2", "1", "13", "0", "-1", "abc"], optional=False)
+    listed = n if n is not None else ADAPT_LISTED.get(kind)
+    if listed is not None and int_valid(minimum[1]) and int(minimum[1]) > listed:
+        draft.blame(False, Path(path).name)
+    argv += minimum + number_option(draft, "--batch-size", int_valid)
+    argv += number_option(draft, "--source-prior", lambda t: 0 < (as_float(t) or 0) < 1,
+                          ["0.3", "0.5", "0", "1", "1.5", "nan", "abc"])
+    argv += draw(st.sampled_from([[], [], ["--tent"], ["--threads", "1"]]))
+    return Case(argv, draft.culprits)
+
+
 # command -> (strategy, examples): a few hundred in all, most of them refused before any work
 STRATEGIES = {"predict": (predict_case, 60), "challenge": (challenge_case, 25), "evaluate": (evaluate_case, 25),
               "explain": (explain_case, 12), "export": (export_case, 8), "train": (train_case, 50),
               "experiment": (experiment_case, 30), "data": (data_case, 40), "masks": (masks_case, 15),
               "weights": (weights_case, 6), "bench": (bench_case, 10), "ensemble": (ensemble_case, 12),
-              "calibrate": (calibrate_case, 15)}
+              "calibrate": (calibrate_case, 15), "adapt": (adapt_case, 15)}
 
 
 def test_every_command_is_fuzzed():
