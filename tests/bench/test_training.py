@@ -22,3 +22,12 @@ def test_a_training_row_comes_from_its_own_worker_process():
     r = rows[0]
     assert r["section"] == "training" and r["ratio"] == 1.0 and r["peak_rss_mib"] > 0 and r["patches_per_s"] > 0
     assert r["config"] == "configs/cpu_stl.yaml" and r["tasks"] == []
+
+
+def test_the_augmentation_row_times_real_crops(amibr_root, tmp_path):
+    rows = training.bench_augmentation(amibr_root, n=4, rounds=1)
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["section"] == "training" and r["ms_per_batch"] > 0 and r["patches_per_cpu_s"] > 0
+    assert r["ms_per_batch"] == 1000 / r["patches_per_cpu_s"]  # CPU ms per sample, the inverse of the rate
+    assert training.bench_augmentation(tmp_path) == []  # no AMi-Br crops there: the row is left out

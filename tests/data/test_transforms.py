@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -177,17 +175,3 @@ def test_unknown_stain_normalisation_is_a_clear_error():
 def test_to_sample_rejects_non_rgb():
     with pytest.raises(MitotypeError, match="RGB uint8"):
         T.to_sample(np.zeros((128, 128), np.uint8))
-
-
-def test_training_augmentation_is_fast(amibr_root):
-    """Training reads ~90 patches/s, so augmentation must cost well under 5 ms a sample (CPU time)."""
-    paths = sorted((amibr_root / "patches" / "normal").glob("*.png"))[:20]
-    samples = [(read_rgb(p), np.zeros((128, 128), np.uint8)) for p in paths]
-    transform = T.build_transform(ModelConfig(), AugmentConfig())
-    transform(T.to_sample(*samples[0]))
-    start = time.process_time()
-    for _ in range(5):
-        for image, mask in samples:
-            transform(T.to_sample(image, mask))
-    per_sample = (time.process_time() - start) / (5 * len(samples))
-    assert per_sample < 0.008, f"{per_sample * 1000:.1f} ms per sample"  # ~3 ms measured; slack for shared CPUs

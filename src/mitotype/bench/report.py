@@ -12,7 +12,7 @@ from mitotype.bench.baseline import bench_baseline, bench_flops
 from mitotype.bench.e2e import bench_e2e
 from mitotype.bench.inference import bench_challenge_model, bench_inference, bench_int8, bench_stack
 from mitotype.bench.machine import cpu_info, default_model, load
-from mitotype.bench.training import bench_decoders, bench_training
+from mitotype.bench.training import bench_augmentation, bench_decoders, bench_training
 
 
 def run_all(quick: bool = False,
@@ -67,6 +67,7 @@ def run_all(quick: bool = False,
             configs.append(("paper: ResNet-50 multi-task", "paper", [], 4))
         rows += bench_training(configs, steps=2 if quick else 3, progress=progress)
         rows += bench_decoders(quick, progress=progress)
+        rows += bench_augmentation(amibr)
     result.update(rows=rows, load_end=list(os.getloadavg()), seconds=round(time.perf_counter() - started, 1))
     return result
 
