@@ -4,7 +4,7 @@ For a model trained without one AMi-Br source (MIDOG21 or TUPAC16), the held-out
 in two halves (deterministically: slides by decreasing figure count, each to the half with fewer figures).
 ``mitotype adapt`` runs on one half's crops (labels unused) and both models are tested on the other half;
 then the halves swap. Per fold: balanced accuracy and AUROC of the unadapted and the adapted model with
-paired slide-bootstrap 95 % intervals of the difference (``evaluate.metrics.paired_bootstrap``), the
+paired slide-bootstrap 95 % intervals of the difference (``metrics.paired_bootstrap``), the
 prevalence EM estimated on the adaptation half against its true one, and the log-loss / ECE of
 P(atypical) on the test half. Also shown: the adapted model with its decision kept at the old threshold on
 the re-weighted P (the prior-aware Bayes rule for the error rate, which balanced accuracy does not reward).
@@ -42,7 +42,7 @@ def split_slides(figures: list) -> tuple[list[int], list[int]]:
 
 
 def metrics_of(labels, probs, threshold) -> dict:
-    from mitotype.evaluate.metrics import calibration, point_metrics
+    from mitotype.metrics import calibration, point_metrics
     from mitotype.models.calibration import log_loss
 
     out = point_metrics(labels, probs, threshold)
@@ -66,8 +66,8 @@ def main() -> None:
     from mitotype.cli import main as mitotype
     from mitotype.data.images import load_images
     from mitotype.data.spec import load_figures
-    from mitotype.evaluate.metrics import paired_bootstrap
     from mitotype.io import write_json, write_text
+    from mitotype.metrics import paired_bootstrap
     from mitotype.models.inference import predict_proba
     from mitotype.models.modelfile import load_model, read_payload
 

@@ -2,7 +2,7 @@
 
 Each folder's ``predictions.csv`` and stored threshold (``metrics.json``) are read; the difference A - B of
 balanced accuracy, AUROC, sensitivity and specificity is printed with its 95 % slide-bootstrap interval
-(``evaluate.metrics.paired_bootstrap``, resampling the slides/groups of the figures).
+(``metrics.paired_bootstrap``, resampling the slides/groups of the figures).
 
     python scripts/paired_compare.py EVAL_A EVAL_B [--n-boot 1000]
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mitotype.evaluate.metrics import paired_bootstrap
+from mitotype.metrics import paired_bootstrap
 
 
 def read(folder: Path) -> tuple[pd.DataFrame, float]:

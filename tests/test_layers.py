@@ -2,7 +2,7 @@
 one above, and no modules import each other in a circle. Read from the source (ast), nothing imported.
 
 Layers, bottom first: the package root, ``errors``, ``io``, ``config`` (+ ``config_rules``) and
-``evaluate.metrics`` (the one definition of every metric, plain numpy importing only ``errors``: training's
+``metrics`` (the one definition of every metric, plain numpy importing only ``errors``: training's
 validation and the calibration read it); ``data``; ``models``; ``train`` and ``predict``; ``evaluate``;
 ``experiment`` and ``bench``; ``commands``; ``cli`` and ``__main__``.
 """
@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "mitotype"
 LAYERS = [
     {"mitotype", "mitotype.errors", "mitotype.io", "mitotype.config", "mitotype.config_rules",
-     "mitotype.evaluate.metrics"},
+     "mitotype.metrics"},
     {"mitotype.data"},
     {"mitotype.models"},
     {"mitotype.train", "mitotype.predict"},
@@ -38,7 +38,7 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def layer(module: str) -> int:
-    """The layer of the longest prefix named in LAYERS (``mitotype.evaluate.metrics`` before ``evaluate``)."""
+    """The layer of the longest prefix named in LAYERS (``mitotype.models.onnx`` within ``models``)."""
     best, rank = -1, None
     for i, names in enumerate(LAYERS):
         for name in names:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mitotype.evaluate import plots
-from mitotype.evaluate.metrics import calibration, compute_metrics
+from mitotype.metrics import calibration, compute_metrics
 
 
 def _png(path):

@@ -1,5 +1,5 @@
 """The table's statistics from stored predictions: k-fold pooling, mean and sd over seeds, and the paired
-differences with their interval (``evaluate.metrics.paired_bootstrap``)."""
+differences with their interval (``metrics.paired_bootstrap``)."""
 
 from __future__ import annotations
 

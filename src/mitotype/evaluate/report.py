@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mitotype.evaluate.metrics import METRICS
+from mitotype.metrics import METRICS
 
 
 def fmt(value: float | None, ci: Sequence[float] | None = None, digits: int = 3) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mitotype import metrics as M
 from mitotype.errors import MitotypeError
-from mitotype.evaluate import metrics as M
 from mitotype.evaluate import plots
 from mitotype.evaluate.report import evaluation_report
 from mitotype.io import atomic_write, provenance, sha256_file, write_json, write_text

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mitotype.evaluate import metrics as M
+from mitotype import metrics as M
 from mitotype.models import calibration as C
 from mitotype.models import shift as S
 

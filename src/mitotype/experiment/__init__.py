@@ -9,7 +9,7 @@ Where what is:
   ``--out`` (``Run.id``, ``run_state``) and the train/test manifests (``write_manifest``).
 - ``runner``: executing the runs (``execute_run``), resuming, logs, and the command (``run_experiment``).
 - ``table``: the table of the finished runs: pooled predictions, mean and sd over seeds, paired differences
-  (``evaluate.metrics.paired_bootstrap``), results.md/.csv/.png (``tabulate``, ``write_results``).
+  (``metrics.paired_bootstrap``), results.md/.csv/.png (``tabulate``, ``write_results``).
 - ``last_epoch``: every finished run re-scored at its last epoch (``--last-epoch``, ``last_epoch.csv``).
 
 An experiment YAML (see ``experiments/`` and docs/EVALUATION.md)::

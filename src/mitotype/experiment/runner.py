@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
+from mitotype import metrics as M
 from mitotype.errors import MitotypeError
-from mitotype.evaluate import metrics as M
 from mitotype.evaluate.report import fmt
 from mitotype.experiment.last_epoch import write_last_epoch
 from mitotype.experiment.plan import Run, load_data, plan_runs, run_state, write_manifest

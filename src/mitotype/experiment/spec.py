@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from mitotype import metrics as M
 from mitotype.config import read_yaml
 from mitotype.errors import MitotypeError
-from mitotype.evaluate import metrics as M
 
 KINDS = ("published", "kfold", "lodo")
 TOP_KEYS = {"name", "data", "seeds", "protocols", "configs", "reference", "overrides", "evaluate", "metrics",

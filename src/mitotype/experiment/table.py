@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from mitotype import metrics as M
 from mitotype.errors import MitotypeError
-from mitotype.evaluate import metrics as M
 from mitotype.experiment.plan import Run, run_state
 from mitotype.experiment.spec import Experiment
 from mitotype.io import atomic_write, write_text
@@ -91,7 +91,7 @@ def paired_difference(ready: dict[tuple[str, str, int], dict[str, np.ndarray]], 
                       reference: str, seeds: list[int], metric: str, n_boot: int, seed: int) -> dict[str, Any]:
     """The table's difference columns for ``config`` against ``reference`` on one test set: the mean over
     ``seeds`` of metric(config) - metric(reference), the per-seed differences, and the 95% interval of
-    ``evaluate.metrics.paired_bootstrap`` (resampling the test set's slides and the seeds). ``ready`` maps
+    ``metrics.paired_bootstrap`` (resampling the test set's slides and the seeds). ``ready`` maps
     (test_set, config, seed) to ``pooled_predictions``."""
     pairs = [(ready[(test_set, config, s)], ready[(test_set, reference, s)]) for s in seeds]
     first = pairs[0][0]

@@ -47,7 +47,7 @@ def calibrate(model_path: str, spec: str, out: str | Path, alpha: float = 0.1, b
     the shift reference's rank and scale)."""
     from mitotype.data.images import load_images
     from mitotype.data.spec import load_figures
-    from mitotype.evaluate.metrics import calibration as reliability
+    from mitotype.metrics import calibration as reliability
     from mitotype.models.inference import Predictor, predict_proba
     from mitotype.models.modelfile import FORMAT, load_model, model_file, read_payload, write_payload
 

@@ -138,9 +138,9 @@ class MitoModule(L.LightningModule):
 
 
 def validation_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """The evaluation metrics (``evaluate.metrics.point_metrics``: atypical = positive, called when
+    """The evaluation metrics (``metrics.point_metrics``: atypical = positive, called when
     p >= threshold) with the threshold and counts, as training logs and stores them."""
-    from mitotype.evaluate.metrics import point_metrics
+    from mitotype.metrics import point_metrics
 
     labels = np.asarray(labels).astype(int)
     return {**point_metrics(labels, probs, threshold), "threshold": float(threshold), "n": int(labels.size),

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from mitotype.errors import MitotypeError
-from mitotype.evaluate.metrics import (
+from mitotype.metrics import (
     METRICS,
     bootstrap_weights,
     calibration,
