@@ -179,6 +179,32 @@ def test_every_backend_gives_the_eager_answer_on_real_crops(default_loaded, crop
     assert 0 < (eager >= threshold).sum() < len(eager)  # both classes occur: the comparison means something
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batches_side_by_side_give_the_one_thread_answer(default_loaded, crops64, threads):
+    from mitotype.models.inference import Predictor
+
+    one = Predictor([default_loaded], "onnx", threads=1, features=True).run(crops64, 24)
+    predictor = Predictor([default_loaded], "onnx", threads=threads, features=True)
+    assert predictor.workers == threads
+    got = predictor.run(crops64, 24)
+    np.testing.assert_allclose(got.probs, one.probs, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got.features[0], one.features[0], atol=1e-5, rtol=0)
+
+
+def test_small_inputs_are_split_so_every_worker_has_a_batch():
+    from mitotype.models.inference import Predictor
+
+    predictor = Predictor(loaded_model(), "torch")
+    assert predictor.workers == 1 and predictor.batch_for(16, 64) == 64  # torch: one call at a time
+    predictor.workers = 2
+    assert predictor.batch_for(16, 64) == 8  # a 16-crop challenge stack: two batches of 8
+    assert predictor.batch_for(15, 64) == 8
+    assert predictor.batch_for(200, 64) == 64  # enough crops: the batch size asked for
+    assert predictor.steps(16, 64) == 2
+    with pytest.raises(MitotypeError, match="batch size"):
+        predictor.batch_for(10, 0)
+
+
 def test_folding_removes_every_batch_norm_and_leaves_the_model_alone(default_loaded):
     from mitotype.models.inference import fold_batchnorm
 

@@ -137,8 +137,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                              "torch on GPUs), onnx, torch (eager PyTorch, batch norm folded), or torch-eager "
                              "(unfolded: the reference the others are tested against)")
     parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="threads of the network (default: $OMP_NUM_THREADS, else all cores); 1 per "
-                             "process is fastest on a machine shared with other jobs")
+                        help="CPU threads of the network (default: $OMP_NUM_THREADS, else all available cores; "
+                             "onnxruntime runs one batch per thread); 1 per process is fastest on a machine "
+                             "shared with other jobs")
 
 
 def add_tta_argument(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -240,6 +241,24 @@ def open_runner(loaded: Any, backend: str, device: str, bf16: bool = False,
                                 threads=threads, features=features)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask: a Slurm or container limit), else all."""
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def split_threads(backend: str, device: str, threads: int | None) -> tuple[int | None, int]:
+    """(intra-op threads inside one network call, batches run at once) for ``threads`` CPU threads in all
+    (None: OMP_NUM_THREADS, else the available cores). onnxruntime on CPU runs one single-threaded batch per
+    thread: the network's many small layers make a thread pool wait for all its threads at every layer, and
+    whole batches side by side do not (2 cores: 702-736 vs 651 patches/s, docs/PERFORMANCE.md). Eager torch
+    and GPUs keep one call at a time with ``threads`` inside it."""
+    if resolve_backend(backend, device) == "onnx" and str(device).startswith("cpu"):
+        return 1, max(1, threads or default_threads() or available_cores())
+    return threads, 1
+
+
 def default_threads() -> int:
     """The thread count a backend gets when the user sets none: ``OMP_NUM_THREADS`` if set (torch reads it
     too), else 0 = the backend's own choice (all physical cores)."""
@@ -284,7 +303,8 @@ class Predictor:
         if not models:
             raise MitotypeError("predict_proba: no model given")
         resolve_backend(backend, device, bf16)  # a bad name fails before any model is opened
-        opened = [open_runner(m, backend, device, bf16, threads, features) for m in models]
+        intra, self.workers = split_threads(backend, device, threads) if not bf16 else (threads, 1)
+        opened = [open_runner(m, backend, device, bf16, intra, features) for m in models]
         self.members = [(preprocessing_of(m), run, tta or bool((m.meta or {}).get("tta")))
                         for m, (_, run) in zip(models, opened)]
         self.features = features
@@ -298,25 +318,48 @@ class Predictor:
     def run(self, images: np.ndarray, batch_size: int = 64, on_batch: Callable[[], Any] | None = None
             ) -> Prediction:
         images = _check_images(images)
+        batch_size = self.batch_for(len(images), batch_size)
+        starts = range(0, len(images), batch_size)
         total = np.zeros(len(images), dtype=np.float64)
         feats: list[np.ndarray | None] = []
-        for preprocessing, run, tta in self.members:
-            parts: list[np.ndarray | None] = []
-            for start in range(0, len(images), batch_size):
-                x = model_inputs(images[start:start + batch_size], preprocessing)
-                views = dihedral_views_np(x) if tta else [x]
-                outs = [run(v) for v in views]
-                if self.features:
-                    parts.append(outs[0][1])
-                    outs = [o[0] for o in outs]
-                total[start:start + len(x)] += sum(_softmax_atypical(o) for o in outs) / len(views)
-                if on_batch is not None:
-                    on_batch()
-            usable = self.features and bool(parts) and all(p is not None for p in parts)
-            feats.append(np.concatenate(parts).astype(np.float32) if usable else None)
+        with contextlib.ExitStack() as stack:
+            if self.workers > 1 and len(starts) > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool_map = stack.enter_context(ThreadPoolExecutor(self.workers)).map  # results in input order
+            else:
+                pool_map = map
+            for preprocessing, run, tta in self.members:
+                def one(start: int, preprocessing=preprocessing, run=run, tta=tta) -> tuple[np.ndarray, Any]:
+                    x = model_inputs(images[start:start + batch_size], preprocessing)
+                    views = dihedral_views_np(x) if tta else [x]
+                    outs = [run(v) for v in views]
+                    part = None
+                    if self.features:
+                        part, outs = outs[0][1], [o[0] for o in outs]
+                    return sum(_softmax_atypical(o) for o in outs) / len(views), part
+
+                parts: list[np.ndarray | None] = []
+                for start, (probs, part) in zip(starts, pool_map(one, starts)):
+                    total[start:start + len(probs)] += probs
+                    parts.append(part)
+                    if on_batch is not None:
+                        on_batch()
+                usable = self.features and bool(parts) and all(p is not None for p in parts)
+                feats.append(np.concatenate(parts).astype(np.float32) if usable else None)
         return Prediction((total / len(self.members)).astype(np.float32), feats)
 
+    def batch_for(self, n: int, batch_size: int) -> int:
+        """``batch_size``, smaller when ``n`` crops would not give every worker a batch (a 16-crop challenge
+        stack on 2 workers: two batches of 8, not one of 16 on one core)."""
+        if batch_size < 1:
+            raise MitotypeError(f"batch size must be at least 1, got {batch_size}")
+        if self.workers > 1 and 0 < n < self.workers * batch_size:
+            return max(1, math.ceil(n / self.workers))
+        return batch_size
+
     def steps(self, n: int, batch_size: int) -> int:
+        batch_size = self.batch_for(n, batch_size)
         return len(self.members) * ((n + batch_size - 1) // batch_size)
 
 

@@ -12,8 +12,8 @@ stored threshold (the mean of the members' thresholds for an ensemble). A calibr
 (``mitotype calibrate``) adds ``prediction_set`` (normal / atypical / both / none at ``--alpha``) and
 ``shift_score`` (``models.shift``; 1.0 = the in-domain 95th percentile) after them (``models.trust``).
 
-Crops are decoded chunk by chunk in a background thread while the network runs on the previous chunk
-(Pillow, tifffile and onnxruntime release the GIL, so the two overlap on a free core). On CPU the default
+Crops are decoded chunk by chunk in a background thread while the network runs on the previous chunk,
+one batch per core (Pillow, tifffile and onnxruntime release the GIL, so all of it overlaps). On CPU the default
 backend is onnxruntime on the model's cached ONNX graph (``models.inference``, ``models.onnx``).
 """
 
@@ -107,14 +107,15 @@ def load_models(model_paths: Sequence[str], device: str, backend: str = "torch",
                 threads: int | None = None) -> list[Any]:
     """The models, opened for ``backend``: from their cached ONNX graphs (no torch import) when it
     resolves to onnxruntime, else as LoadedModel with the torch network built."""
-    from mitotype.models.inference import resolve_backend
+    from mitotype.models.inference import resolve_backend, split_threads
 
     if not model_paths:
         raise MitotypeError("no model given")
     if resolve_backend(backend, device) == "onnx":
         from mitotype.models.onnx import open_model
 
-        return [open_model(m, device=device, threads=threads) for m in model_paths]
+        intra, _ = split_threads(backend, device, threads)  # the sessions Predictor would open
+        return [open_model(m, device=device, threads=intra) for m in model_paths]
     from mitotype.models.modelfile import load_model
 
     return [load_model(m, device=device) for m in model_paths]
@@ -133,12 +134,13 @@ def check_sources(inputs: Sequence[str | Path], slide: Any, coords: Any) -> None
 def predict_figures(predictor: Any, figures: Sequence[Figure], crop_size: int, batch_size: int = 64,
                     progress: bool = False, workers: int | None = None) -> Any:
     """``Prediction`` (P(atypical), features) of ``figures``: chunk k+1 is decoded in a background thread
-    while ``predictor`` (``models.inference.Predictor``) runs on chunk k. Chunks are whole batches, so the
-    batches (and the bytes of the result) are the same as for one call on all crops."""
+    while ``predictor`` (``models.inference.Predictor``, its batches side by side on the cores) runs on
+    chunk k. Chunks are whole batches of one call on all crops."""
     from concurrent.futures import ThreadPoolExecutor
 
     from mitotype.data.images import load_images
 
+    batch_size = predictor.batch_for(len(figures), batch_size)
     chunk = batch_size * max(1, CHUNK // batch_size)
     parts = [figures[i:i + chunk] for i in range(0, len(figures), chunk)]
     if not parts:
