@@ -37,6 +37,8 @@ DECODER_SETTINGS = [
      ["model.shared_decoder=true", "model.decoder_channels=[64,32,16]"]),
     ("multi-task, shared decoder to stride 8 (128, 64)", "cpu_mtl",
      ["model.shared_decoder=true", "model.decoder_channels=[128,64]"]),
+    ("multi-task, shared narrow decoder to stride 8 (64, 32)", "cpu_mtl",
+     ["model.shared_decoder=true", "model.decoder_channels=[64,32]"]),
 ]
 
 QUICK_DECODERS = (0, 1, 4)  # single-task, today's decoders, the shared narrow one
