@@ -26,7 +26,7 @@ evaluate seed0_tta --model "${seeds[0]}/train/model.pt" --tta
 {
   echo "Held out $source, $config, ${#seeds[@]} seeds; A − B paired over slides (and seeds where B has several)."
   for a in ensemble ensemble_tta seed0_tta; do
-    echo; echo "$a − single seeds:"; echo '```'
+    if [[ $a == seed0_tta ]]; then echo; echo "$a − seed 0:"; else echo; echo "$a − single seeds:"; fi; echo '```'
     if [[ $a == seed0_tta ]]; then python3 "$here/paired_compare.py" "$out/$a" "${evals[0]}"
     else python3 "$here/paired_compare.py" "$out/$a" "${evals[@]}"; fi
     echo '```'
