@@ -24,7 +24,8 @@ yv, yt = np.array([f.label for f in val]), np.array([f.label for f in test])
 gv = np.array([f.group for f in val])
 for cls, name in ((0, "normal"), (1, "atypical")):
     sel = yv == cls
-    print(name, "val figures", sel.sum(), "slides", len(set(gv[sel])), "largest slides", Counter(gv[sel]).most_common(3))
+    print(name, "val figures", sel.sum(), "slides", len(set(gv[sel])),
+          "largest slides", Counter(gv[sel]).most_common(3))
 
 
 def weighted_q(scores, groups, alpha):
@@ -42,7 +43,8 @@ def weighted_q(scores, groups, alpha):
 for alpha in (0.1, 0.2):
     ref = C.conformal_scores(yv, pv)
     sets = C.prediction_sets(pt, ref, alpha)
-    print(alpha, "figure-level (shipped rule)", {k: round(v, 3) for k, v in C.coverage(yt, sets).items() if v is not None})
+    cov = C.coverage(yt, sets)
+    print(alpha, "figure-level (shipped rule)", {k: round(v, 3) for k, v in cov.items() if v is not None})
     qn = weighted_q(pv[yv == 0], gv[yv == 0], alpha)
     qa = weighted_q(1 - pv[yv == 1], gv[yv == 1], alpha)
     has_n, has_a = pt <= qn, (1 - pt) <= qa
