@@ -105,6 +105,8 @@ def plan(command: str, tmp: Path, tiny: Path) -> list[str] | None:
         return _replace(argv, "adapted.pt", str(tmp / "adapted.pt")) + ["--min-images", "4"]
     if k == "experiment":
         return argv + ["--dry-run", "--out", str(tmp / "exp")]
+    if k == "distil":  # hours of training: the recipe and every config are read and checked
+        return _replace(argv, "runs/shipped", str(tmp / "shipped")) + ["--dry-run"]
     if k == "challenge":
         from mitotype.data.example import EXAMPLE_STACK
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "fit temperature scaling and conformal prediction sets on held-out figures",
     "adapt": "adapt a model to a lab's unlabelled crops (batch-norm statistics, class prior)",
     "ensemble": "join trained model files into one ensemble model file (mean P(atypical))",
+    "distil": "build a teacher ensemble and its distilled, calibrated student from a recipe YAML",
     "bench": "speed and memory benchmarks",
 }
 

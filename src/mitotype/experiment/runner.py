@@ -16,8 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mitotype import metrics as M
 from mitotype.errors import MitotypeError
 from mitotype.evaluate.report import fmt
@@ -26,6 +24,7 @@ from mitotype.experiment.plan import Run, load_data, plan_runs, run_state, write
 from mitotype.experiment.spec import Experiment, eval_device, load_experiment, run_config
 from mitotype.experiment.table import write_results
 from mitotype.io import absolute_path, provenance, write_json
+from mitotype.train.resume import config_changes, run_progress
 
 _OWN_HANDLER_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
@@ -85,21 +84,6 @@ def _say(log_path: Path, text: str) -> None:
         fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
-def config_changes(run_dir: Path, cfg: Any) -> str:
-    """What differs between the config a finished run was trained with and the current one ('' = nothing);
-    hardware settings (``train.resume.HARDWARE_KEYS``) do not count."""
-    from mitotype.train.resume import HARDWARE_KEYS, config_diff, read_config
-
-    saved_path = run_dir / "train" / "config.yaml"
-    if not saved_path.is_file():
-        return ""
-    try:
-        saved = read_config(saved_path)
-    except (MitotypeError, yaml.YAMLError):
-        return f"{saved_path} unreadable"
-    return "; ".join(config_diff(saved, cfg.to_dict(), HARDWARE_KEYS))
-
-
 def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_overrides: Sequence[str] = ()
                 ) -> dict[str, Any]:
     """Train on the run's train part, evaluate on its test part; resumable at both steps."""
@@ -116,11 +100,10 @@ def execute_run(exp: Experiment, run: Run, figures: list, run_dir: Path, cli_ove
     t0 = time.time()
     train_dir = run_dir / "train"
     model_path = train_dir / "model.pt"
-    if state != "trained" and model_path.is_file():  # stopped after the model file, before done.json
-        state = "trained"
-    if state != "trained":
+    progress = run_progress(train_dir)  # "finished" also when it stopped after the model file, before done.json
+    if state != "trained" and progress != "finished":
         # The trainer resumes from its last checkpoint; without one (stopped in the first epoch) it restarts.
-        resume = (train_dir / "checkpoints" / "last.ckpt").is_file() and (train_dir / "config.yaml").is_file()
+        resume = progress == "resumable"
         print(f"[{run.id}] training on {len(train_figs)} figures ({'resuming' if resume else 'from scratch'})")
         model_path = Path(train(cfg, f"manifest:{run_dir / 'train.csv'}", train_dir, resume=resume,
                                 progress=False))
@@ -208,7 +191,7 @@ def run_experiment(path: str | Path, out_dir: str | Path | None = None, dry_run:
     for i, run in enumerate(todo, 1):
         run_dir = out / "runs" / run.id
         if run_state(run_dir) == "done":
-            stale = config_changes(run_dir, run_config(exp, run.config, run.seed, overrides))
+            stale = config_changes(run_dir / "train", run_config(exp, run.config, run.seed, overrides))
             _say(log_path, f"[{i}/{len(todo)}] {run.id}: done, skipped" + (
                 f" -- WARNING: trained with another config ({stale}); delete {run_dir} to redo it" if stale else ""))
             continue

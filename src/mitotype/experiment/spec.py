@@ -37,7 +37,7 @@ class Experiment:
     subsample: int | None = None
 
 
-def _as_overrides(value: Any, where: str) -> list[str]:
+def as_overrides(value: Any, where: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, dict):  # {train.epochs: 3} is accepted too
@@ -48,7 +48,7 @@ def _as_overrides(value: Any, where: str) -> list[str]:
     raise MitotypeError(f"{where}: overrides must be a list of KEY=VALUE strings, e.g. [train.epochs=3]")
 
 
-def _find_base(name: str, yaml_path: Path) -> Path:
+def find_base(name: str, yaml_path: Path) -> Path:
     """A config path as written, else relative to the experiment file's folder or its parent (repo root)."""
     p = Path(name)
     for candidate in ([p] if p.is_absolute() else [p, yaml_path.parent / p, yaml_path.parent.parent / p]):
@@ -100,9 +100,9 @@ def load_experiment(path: str | Path, data: str | None = None) -> Experiment:
         spec = {"base": spec} if isinstance(spec, str) or spec is None else dict(spec)
         if set(spec) - {"base", "overrides"}:
             raise MitotypeError(f"{path}: config {name!r}: unknown key(s) {sorted(set(spec) - {'base', 'overrides'})}")
-        base = _find_base(spec["base"], path) if spec.get("base") else None
+        base = find_base(spec["base"], path) if spec.get("base") else None
         configs[str(name)] = {"base": base,
-                              "overrides": _as_overrides(spec.get("overrides"), f"{path}: config {name!r}")}
+                              "overrides": as_overrides(spec.get("overrides"), f"{path}: config {name!r}")}
     reference = str(raw.get("reference", next(iter(configs))))
     if reference not in configs:
         raise MitotypeError(f"{path}: reference {reference!r} is not one of the configs {list(configs)}")
@@ -118,7 +118,7 @@ def load_experiment(path: str | Path, data: str | None = None) -> Experiment:
         raise MitotypeError(f"{path}: subsample must be an integer >= 10 (a number of figures), got {subsample!r}")
     return Experiment(path=path, name=str(raw.get("name", path.stem)), data=data or str(raw["data"]),
                       seeds=seeds, protocols=protocols, configs=configs, reference=reference,
-                      overrides=_as_overrides(raw.get("overrides"), f"{path}: overrides"),
+                      overrides=as_overrides(raw.get("overrides"), f"{path}: overrides"),
                       evaluate=evaluate, metrics=metrics, subsample=subsample)
 
 

@@ -34,6 +34,29 @@ def config_diff(saved: dict[str, Any], new: dict[str, Any], free: frozenset[str]
             if saved.get(sec, {}).get(key) != value and not (sec == "train" and key in free)]
 
 
+def run_progress(out_dir: Path) -> str:
+    """How far the training run in ``out_dir`` got: ``finished`` (``model.pt`` written), ``resumable``
+    (``config.yaml`` and ``checkpoints/last.ckpt``: ``train(..., resume=True)`` continues it) or ``new``."""
+    if (out_dir / "model.pt").is_file():
+        return "finished"
+    if (out_dir / "checkpoints" / "last.ckpt").is_file() and (out_dir / "config.yaml").is_file():
+        return "resumable"
+    return "new"
+
+
+def config_changes(out_dir: Path, cfg: RunConfig) -> str:
+    """What differs between the config the run in ``out_dir`` was trained with and ``cfg`` ('' = nothing, or
+    no run there); hardware settings (``HARDWARE_KEYS``) do not count."""
+    saved_path = out_dir / "config.yaml"
+    if not saved_path.is_file():
+        return ""
+    try:
+        saved = read_config(saved_path)
+    except (MitotypeError, yaml.YAMLError):
+        return f"{saved_path} unreadable"
+    return "; ".join(config_diff(saved, cfg.to_dict(), HARDWARE_KEYS))
+
+
 def resume_inputs(run_dir: Path, config_path: str | Path | None, data: str | None, val: str | None
                   ) -> tuple[str | Path, str, str | None]:
     """(config, data spec, val spec) of ``train --resume``: what the command gave, else the run's own."""
