@@ -350,14 +350,15 @@ def overrides_of(draft: Draft, planning: bool = False) -> list[str]:
 CONFIGS = {"tiny": True, "missing": False, "dir": False, "list": False, "broken": False, "unknown_key": False}
 
 
-def config_option(draft: Draft, w: World, good_path: Path) -> list[str]:
-    kind = draft.pick("--config", ["tiny"], [k for k, ok in CONFIGS.items() if not ok])
+def config_option(draft: Draft, w: World, good_path: Path, name: str = "--config") -> list[str]:
+    """``name`` and a YAML file: ``good_path`` or one of the damaged or misshapen YAML files."""
+    kind = draft.pick(name, ["tiny"], [k for k, ok in CONFIGS.items() if not ok])
     path, culprit = {"tiny": (good_path, ""), "missing": (w.path("none.yaml"), "none.yaml"),
                      "dir": (w.path("empty_dir"), "empty_dir"), "list": (w.path("list.yaml"), "list.yaml"),
                      "broken": (w.path("broken.yaml"), "broken.yaml"),
                      "unknown_key": (w.path("unknown_key.yaml"), "unknown_key.yaml")}[kind]
     draft.blame(CONFIGS[kind], culprit)
-    return ["--config", str(path)]
+    return [name, str(path)]
 
 
 # --- counting the rows of a success -------------------------------------------------------------------------
@@ -505,6 +506,21 @@ def experiment_case(draw, w: World) -> Case:
 
 
 @st.composite
+def distil_case(draw, w: World) -> Case:
+    d = fresh(w)
+    draft = Draft(draw, ["--recipe", "--out", "override", "--data"])
+    recipe = d / "recipe.yaml"
+    recipe.write_text(f"data: manifest:{w.manifest}\nteacher: {{base: {w.config}, seeds: [0, 1]}}\n"
+                      f"student: {{base: {w.config}}}\n")
+    argv = ["distil", *config_option(draft, w, recipe, "--recipe"), "--dry-run"]
+    argv += output_option(draft, w, d, "--out", OUT_DIRS)[0]
+    argv += [a for t in overrides_of(draft) for a in ("--set", t)]
+    if draw(st.booleans()) or "--data" in draft.bad:
+        argv += spec_option(draft, w, "--data", labelled=True)[0]
+    return Case(argv, draft.culprits)
+
+
+@st.composite
 def data_case(draw, w: World) -> Case:
     d = fresh(w)
     if draw(st.integers(0, 3)) == 0:  # download: only offline, from archives that cannot be AMi-Br
@@ -615,7 +631,7 @@ STRATEGIES = {"predict": (predict_case, 60), "challenge": (challenge_case, 25), 
               "explain": (explain_case, 12), "export": (export_case, 8), "train": (train_case, 50),
               "experiment": (experiment_case, 30), "data": (data_case, 40), "masks": (masks_case, 15),
               "weights": (weights_case, 6), "bench": (bench_case, 10), "ensemble": (ensemble_case, 12),
-              "calibrate": (calibrate_case, 15), "adapt": (adapt_case, 15)}
+              "calibrate": (calibrate_case, 15), "adapt": (adapt_case, 15), "distil": (distil_case, 20)}
 
 
 def test_every_command_is_fuzzed():

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mitotype.errors import MitotypeError
+    from mitotype.experiment.recipe import build, load_recipe
     from mitotype.io import check_output_dir
-    from mitotype.train.recipe import build, load_recipe
 
     if args.data is not None and not args.data.strip():
         raise MitotypeError("--data: empty data spec; give one (e.g. amibr:PATH) or leave the option out")

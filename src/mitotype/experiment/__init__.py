@@ -8,6 +8,8 @@ Where what is:
 - ``plan``: the runs (``Run``, ``plan_runs``, ``protocol_parts``, ``subsample_figures``), the layout of
   ``--out`` (``Run.id``, ``run_state``) and the train/test manifests (``write_manifest``).
 - ``runner``: executing the runs (``execute_run``), resuming, logs, and the command (``run_experiment``).
+- ``recipe``: ``mitotype distil``: a teacher ensemble and its distilled, calibrated student from a recipe
+  YAML (``load_recipe`` -> ``Recipe``, ``build``), step by step and resumable.
 - ``table``: the table of the finished runs: pooled predictions, mean and sd over seeds, paired differences
   (``metrics.paired_bootstrap``), results.md/.csv/.png (``tabulate``, ``write_results``).
 - ``last_epoch``: every finished run re-scored at its last epoch (``--last-epoch``, ``last_epoch.csv``).

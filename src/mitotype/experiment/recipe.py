@@ -209,10 +209,14 @@ def _evaluation(spec: str, who: str, model: Path, out: Path) -> Step:
 def build(recipe: Recipe, out: str | Path, cli_overrides: Sequence[str] = (), dry_run: bool = False,
           progress: bool = True) -> dict[str, Any]:
     """Run (or continue) every step of the recipe into ``out``; returns what ``recipe.json`` records."""
+    from mitotype.data.spec import load_figures
     from mitotype.io import provenance, write_json
 
     out = Path(out)
     steps = plan(recipe, out, cli_overrides, progress=progress)
+    for spec in (recipe.data, recipe.test):  # a wrong path fails now, not after hours of training
+        if spec:
+            load_figures(spec)
     states = [step.state() for step in steps]
     print(f"recipe {recipe.name}: {len(steps)} steps in {out}")
     for i, (step, state) in enumerate(zip(steps, states), 1):

@@ -11,9 +11,8 @@ import yaml
 
 from mitotype.cli import main
 from mitotype.errors import MitotypeError
-from mitotype.train.recipe import load_recipe
-
-from .test_run import small_spec  # noqa: F401 - the fixture
+from mitotype.experiment.recipe import load_recipe
+from tests.train.test_run import small_spec  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.pretrained=false", "model.input_size=64", "train.batch_size=8", "train.max_train_batches=2",
@@ -58,14 +57,19 @@ def test_bad_recipes_get_a_clear_error(tmp_path, capsys, changes, message):
     assert message in captured and "Traceback" not in captured
 
 
-def test_dry_run_lists_the_steps_and_trains_nothing(tmp_path, capsys):
-    path = write_recipe(tmp_path / "recipe.yaml", test="amibr:DATA:split=test")
+def test_dry_run_lists_the_steps_and_trains_nothing(tmp_path, capsys, amibr_root):
+    path = write_recipe(tmp_path / "recipe.yaml", data=f"amibr:{amibr_root}:split=train",
+                        test=f"amibr:{amibr_root}:split=test")
     assert main(["distil", "--recipe", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     listed = capsys.readouterr().out
     for step in ("train teacher/seed0", "train teacher/seed1", "join the teacher", "train student",
                  "calibrate the student", "evaluate the teacher", "evaluate the student"):
         assert step in listed
     assert not (tmp_path / "out" / "teacher").exists()
+    # a data spec that names nothing is refused before any training, naming the path
+    path = write_recipe(tmp_path / "recipe.yaml", data=f"amibr:{tmp_path / 'nowhere'}:split=train")
+    assert main(["distil", "--recipe", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "nowhere" in capsys.readouterr().err and not (tmp_path / "out" / "teacher").exists()
 
 
 def test_a_bad_override_is_caught_before_any_training(tmp_path, capsys):
