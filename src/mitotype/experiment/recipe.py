@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mitotype.config import read_yaml
 from mitotype.errors import MitotypeError
-from mitotype.experiment.spec import as_overrides, find_base
+from mitotype.experiment.spec import as_overrides, find_base, read_mapping
 
 TOP_KEYS = {"name", "data", "overrides", "teacher", "student", "test", "description"}
 TEACHER_KEYS = {"base", "overrides", "seeds", "tta"}
@@ -86,12 +85,7 @@ def _seeds(value: Any, where: str) -> list[int]:
 def load_recipe(path: str | Path, data: str | None = None) -> Recipe:
     """Read and validate a recipe YAML; ``data`` replaces its training data spec."""
     path = Path(path)
-    raw = read_yaml(path, "recipe file")
-    if not isinstance(raw, dict):
-        raise MitotypeError(f"{path}: expected a mapping with data, teacher and student")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise MitotypeError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    raw = read_mapping(path, "recipe file", TOP_KEYS)
     for key in ("teacher", "student", *([] if data else ["data"])):
         if not raw.get(key):
             raise MitotypeError(f"{path}: missing {key!r}")

@@ -58,15 +58,21 @@ def find_base(name: str, yaml_path: Path) -> Path:
                         f"{yaml_path.parent} and {yaml_path.parent.parent})")
 
 
+def read_mapping(path: Path, what: str, keys: set[str]) -> dict[str, Any]:
+    """The YAML file ``path`` as a mapping holding only ``keys`` at the top (else an error naming the file)."""
+    raw = read_yaml(path, what)
+    if not isinstance(raw, dict):
+        raise MitotypeError(f"{path}: expected a mapping at the top")
+    unknown = set(raw) - keys
+    if unknown:
+        raise MitotypeError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(keys)}")
+    return raw
+
+
 def load_experiment(path: str | Path, data: str | None = None) -> Experiment:
     """Read and validate an experiment YAML; ``data`` replaces its data spec."""
     path = Path(path)
-    raw = read_yaml(path, "experiment file")
-    if not isinstance(raw, dict):
-        raise MitotypeError(f"{path}: expected a mapping at the top")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise MitotypeError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    raw = read_mapping(path, "experiment file", TOP_KEYS)
     for key in ("data", "configs", "protocols"):
         if not raw.get(key) and not (key == "data" and data):
             raise MitotypeError(f"{path}: missing {key!r}")
