@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mitotype.errors import MitotypeError
-from mitotype.experiment.spec import as_overrides, find_base, read_mapping
+from mitotype.experiment.spec import as_overrides, check_keys, find_base, read_mapping
 
 TOP_KEYS = {"name", "data", "overrides", "teacher", "student", "test", "description"}
 TEACHER_KEYS = {"base", "overrides", "seeds", "tta"}
@@ -64,11 +64,7 @@ class Recipe:
 
 
 def _stage(raw: Any, keys: set[str], where: str, path: Path) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise MitotypeError(f"{where}: expected a mapping with {sorted(keys)}")
-    unknown = set(raw) - keys
-    if unknown:
-        raise MitotypeError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys)}")
+    check_keys(raw, keys, where)
     return {"base": find_base(raw["base"], path) if raw.get("base") else None,
             "overrides": as_overrides(raw.get("overrides"), f"{where}: overrides")}
 

@@ -60,12 +60,16 @@ def find_base(name: str, yaml_path: Path) -> Path:
 
 def read_mapping(path: Path, what: str, keys: set[str]) -> dict[str, Any]:
     """The YAML file ``path`` as a mapping holding only ``keys`` at the top (else an error naming the file)."""
-    raw = read_yaml(path, what)
+    return check_keys(read_yaml(path, what), keys, str(path))
+
+
+def check_keys(raw: Any, keys: set[str], where: str) -> dict[str, Any]:
+    """``raw`` if it is a mapping holding only ``keys``, else an error saying ``where``."""
     if not isinstance(raw, dict):
-        raise MitotypeError(f"{path}: expected a mapping at the top")
+        raise MitotypeError(f"{where}: expected a mapping with {sorted(keys)}")
     unknown = set(raw) - keys
     if unknown:
-        raise MitotypeError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(keys)}")
+        raise MitotypeError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys)}")
     return raw
 
 
